@@ -1,0 +1,147 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ */
+
+/*!
+ * \file
+ *
+ * \brief Filtering policy: the configured exchange set and options.
+ *
+ * A policy is immutable once built. Zones whose configuration is identical
+ * (every item, including the same mod-mxfilter id) share one policy through
+ * the registry: mxf_policy_acquire() parses only the first time a given
+ * configuration is seen, later calls take a reference.
+ */
+
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libknot/libknot.h>
+
+/*! Most exchanges a policy may hold (an RRset of them must fit a packet). */
+#define MXF_MAX_EXCHANGES	32
+
+/*! Longest log-interval accepted, in seconds (one day). */
+#define MXF_MAX_LOG_INTERVAL	86400
+
+typedef enum {
+	MXF_MODE_ENFORCE = 0,
+	MXF_MODE_AUDIT,
+} mxf_mode_t;
+
+typedef enum {
+	MXF_SCOPE_ZONE = 0,
+	MXF_SCOPE_APEX,
+} mxf_scope_t;
+
+typedef enum {
+	MXF_NULLMX_KEEP = 0,
+	MXF_NULLMX_REPLACE,
+} mxf_nullmx_t;
+
+typedef enum {
+	MXF_XFR_ALLOW = 0,
+	MXF_XFR_LOG,
+	MXF_XFR_REFUSE,
+} mxf_transfer_t;
+
+/*! Configuration as read from knot.conf (strings are not owned). */
+typedef struct {
+	const char *const *exchange; /*!< "PREFERENCE NAME" values; none = default set. */
+	size_t exchange_count;
+	mxf_mode_t mode;
+	mxf_scope_t scope;
+	bool synthesize;
+	mxf_nullmx_t null_mx;
+	bool ttl_set;                /*!< False: inherit the replaced RRset's TTL. */
+	uint32_t ttl;
+	uint32_t log_interval;       /*!< Seconds; 0 logs every occurrence. */
+	mxf_transfer_t transfer;
+} mxf_conf_t;
+
+/*! One exchange of the filtering set. */
+typedef struct {
+	uint16_t pref;
+	const knot_dname_t *name;    /*!< Lower-case, points into the policy's rdata. */
+} mxf_exchange_t;
+
+/*! Parsed, immutable policy. */
+typedef struct mxf_policy {
+	mxf_mode_t mode;
+	mxf_scope_t scope;
+	bool synthesize;
+	mxf_nullmx_t null_mx;
+	bool ttl_set;
+	uint32_t ttl;
+	uint32_t log_interval;
+	mxf_transfer_t transfer;
+
+	uint16_t min_pref;           /*!< Lowest filtering preference (risk threshold). */
+	uint16_t count;              /*!< Number of exchanges. */
+	mxf_exchange_t ex[MXF_MAX_EXCHANGES]; /*!< Sorted as in the rdataset. */
+	knot_rdataset_t rrs;         /*!< The filtering set as MX rdata, canonical order. */
+} mxf_policy_t;
+
+/*! The built-in default exchanges (DESIGN.md). */
+extern const char *const mxf_default_exchanges[];
+extern const size_t mxf_default_exchange_count;
+
+/*! Fill \a conf with the documented defaults. */
+void mxf_conf_default(mxf_conf_t *conf);
+
+/*!
+ * \brief Parses one "PREFERENCE NAME" exchange value.
+ *
+ * \param text     Value as written in the configuration.
+ * \param pref     Output preference.
+ * \param name     Output name, lower-case, absolute.
+ *
+ * \return NULL on success, else a short lower-case reason.
+ */
+const char *mxf_exchange_parse(const char *text, uint16_t *pref,
+                               knot_dname_storage_t name);
+
+/*!
+ * \brief Checks a whole exchange list (syntax, duplicates, count).
+ *
+ * \param bad  On error, set to the offending value.
+ *
+ * \return NULL if valid, else a short lower-case reason.
+ */
+const char *mxf_exchange_list_check(const char *const *values, size_t count,
+                                    const char **bad);
+
+/*!
+ * \brief Builds a policy (not shared) from \a conf.
+ *
+ * \param err  On error, set to a static reason.
+ *
+ * \return New policy, or NULL (err set).
+ */
+mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err);
+
+/*! \brief Frees a policy made by mxf_policy_new(). */
+void mxf_policy_free(mxf_policy_t *policy);
+
+/*!
+ * \brief Returns the shared policy for \a conf, building it on first use.
+ *
+ * Thread-safe; meant for module load, not for the query path.
+ */
+const mxf_policy_t *mxf_policy_acquire(const mxf_conf_t *conf, const char **err);
+
+/*! \brief Drops a reference taken by mxf_policy_acquire(). */
+void mxf_policy_release(const mxf_policy_t *policy);
+
+/*! \brief References held on a shared policy (1 right after it was built). */
+size_t mxf_policy_refs(const mxf_policy_t *policy);
+
+/*! \brief Number of distinct shared policies alive (for tests). */
+size_t mxf_policy_registry_size(void);
+
+/*! \brief Whether \a pref / \a name is one of the policy's exchanges. */
+bool mxf_policy_has(const mxf_policy_t *policy, uint16_t pref,
+                    const knot_dname_t *name);

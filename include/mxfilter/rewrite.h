@@ -1,0 +1,143 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ */
+
+/*!
+ * \file
+ *
+ * \brief MX classification and response rewriting.
+ *
+ * libknot can only append to a packet, so enforcing the filtering set means
+ * rebuilding what was already written. mxf_process() is the one place that
+ * does it; the invariants it keeps are listed in rewrite.c and checked by the
+ * unit tests and the fuzzer.
+ */
+
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libknot/libknot.h>
+
+#include "mxfilter/policy.h"
+
+/*! Risk of a legacy record. */
+typedef enum {
+	MXF_RISK_BYPASS = 0,   /*!< Preference <= lowest filtering preference. */
+	MXF_RISK_FALLBACK = 1, /*!< Reachable when the filter is slow. */
+} mxf_risk_t;
+
+/*! What happened to a legacy record. */
+typedef enum {
+	MXF_ACTION_BLOCKED = 0, /*!< Enforce mode: removed from the answer. */
+	MXF_ACTION_AUDIT,       /*!< Audit mode: served, logged. */
+	MXF_ACTION_OBSERVED,    /*!< Outside scope: served, logged. */
+} mxf_action_t;
+
+/*! Verdict on one MX RRset. */
+typedef enum {
+	MXF_SET_COMPLIANT = 0, /*!< Exactly the filtering set. */
+	MXF_SET_NULLMX,        /*!< Lone "0 ." (RFC 7505). */
+	MXF_SET_LEGACY,        /*!< Anything else. */
+} mxf_verdict_t;
+
+/*! One legacy record, as reported to the caller. */
+typedef struct {
+	const knot_dname_t *owner;
+	const knot_dname_t *exchange; /*!< NULL if the rdata is malformed. */
+	uint16_t pref;
+	mxf_risk_t risk;
+	mxf_action_t action;
+	bool expanded; /*!< Owner made for this answer (KNOT_PF_FREE: Knot copies
+	                    an owner only to expand a wildcard). */
+} mxf_legacy_t;
+
+/*! Called once per legacy record found. */
+typedef void (*mxf_legacy_cb)(const mxf_legacy_t *rec, void *data);
+
+/*! Per-call context (lives on the caller's stack). */
+typedef struct {
+	const mxf_policy_t *policy;
+	const knot_dname_t *zone;  /*!< Zone apex, lower-case. */
+	mxf_legacy_cb on_legacy;   /*!< Optional. */
+	void *cb_data;
+} mxf_ctx_t;
+
+/*! Outcome of one mxf_process() call. */
+typedef struct {
+	uint16_t enforced;   /*!< MX RRsets replaced by the filtering set. */
+	uint16_t compliant;  /*!< Zone MX RRsets already compliant. */
+	uint16_t nullmx;     /*!< Null MX RRsets kept. */
+	uint16_t blocked[2]; /*!< Legacy records removed, by risk. */
+	uint16_t served;     /*!< Legacy records served (audit / out of scope). */
+	uint16_t glue;       /*!< Additional records of blocked exchangers removed. */
+} mxf_result_t;
+
+/*! \brief Risk of a legacy record with preference \a pref. */
+static inline mxf_risk_t mxf_risk(const mxf_policy_t *policy, uint16_t pref)
+{
+	return pref <= policy->min_pref ? MXF_RISK_BYPASS : MXF_RISK_FALLBACK;
+}
+
+/*! \brief Classifies one MX rdataset against the policy. */
+mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rrs);
+
+/*!
+ * \brief Whether one MX rdata is legacy, i.e. not a filtering exchange.
+ *
+ * A malformed rdata is legacy.
+ */
+bool mxf_rdata_is_legacy(const mxf_policy_t *policy, const knot_rdata_t *rd);
+
+/*!
+ * \brief Reports the legacy records of one MX RRset and counts them in \a res.
+ *
+ * For callers that decide on an RRset before it is written (the apex
+ * answer built at PREANSWER).
+ */
+void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
+                mxf_action_t action, mxf_result_t *res);
+
+/*!
+ * \brief Appends the filtering set owned by \a owner to the current section.
+ *
+ * \param hint  Compression hint for the owner (KNOT_COMPR_HINT_QNAME when
+ *              the owner is the QNAME, to keep the query's spelling).
+ * \param flags KNOT_PF_* flags; KNOT_PF_FREE is refused (the rdata is shared).
+ */
+int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
+                const knot_dname_t *owner, uint32_t ttl, uint16_t hint,
+                uint16_t flags);
+
+/*! \brief Whether \a rr is an RRset put by mxf_put_set(). */
+static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t *rr)
+{
+	return rr->rrs.rdata == policy->rrs.rdata;
+}
+
+/*!
+ * \brief Enforces the policy on a response packet.
+ *
+ * Classifies every MX RRset owned in the zone, reports each legacy record
+ * through the callback and, where the policy says so, replaces the RRset by
+ * the filtering set, drops the RRSIGs that covered it and the additional
+ * records of blocked exchangers. Works on a packet at any stage of
+ * construction (sections up to pkt->current); a packet without MX is not
+ * touched and nothing is allocated.
+ *
+ * \retval KNOT_EOK     Done (possibly nothing to do).
+ * \retval KNOT_ESPACE  The enforced answer does not fit; the packet holds the
+ *                      records before the first replaced one, TC is set when
+ *                      allowed, and no legacy MX.
+ * \retval <0           Other error; the packet holds no legacy MX either, but
+ *                      the caller must not send it as a complete answer.
+ */
+int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res);
+
+/*!
+ * \brief Whether \a pkt still holds an MX RRset that the policy would replace.
+ *
+ * Read-only check used as a last line of defence (the END stage).
+ */
+bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx);

@@ -1,0 +1,248 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ */
+
+/*
+ * Audit rate limiter.
+ *
+ * One table of 2^k slots, direct-mapped by the record's key. A slot holds
+ * the key and a state word: the time (seconds) until which the key is
+ * silent, and the number of occurrences suppressed since its last line.
+ * Both words are only ever changed with compare-and-swap, so any number of
+ * worker threads may hit the same slot without a lock:
+ *
+ *  - the key's slot is found by its low bits;
+ *  - a slot whose silence has expired (or that was never used) may be taken
+ *    over by another key: CAS the key, then reset the state;
+ *  - once the key matches, the thread that moves the state from "expired"
+ *    to "silent until now + interval" logs, carrying the suppressed count;
+ *    every other thread adds one to the suppressed count.
+ *
+ * So a key is logged at most once per interval whatever the thread count.
+ * A key whose slot is held by another key that is still silent is not
+ * logged until that slot expires (it is logged late, never more often);
+ * the table is large enough for this to be rare.
+ */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "mxfilter/audit.h"
+
+typedef struct {
+	_Atomic uint64_t key;
+	_Atomic uint64_t state; /* silent_until << 32 | suppressed */
+} slot_t;
+
+struct mxf_limiter {
+	uint64_t seed[2];
+	uint64_t mask;
+	slot_t slots[];
+};
+
+#define STATE(until, supp)	(((uint64_t)(until) << 32) | (uint32_t)(supp))
+#define UNTIL(state)		((uint32_t)((state) >> 32))
+#define SUPP(state)		((uint32_t)(state))
+
+/* Attempts before an occurrence is given up as suppressed (heavy contention). */
+#define MAX_TRIES	16
+
+mxf_limiter_t *mxf_limiter_new(unsigned slots_log2)
+{
+	if (slots_log2 > 24) {
+		return NULL;
+	}
+	size_t n = (size_t)1 << slots_log2;
+	mxf_limiter_t *lim = calloc(1, sizeof(*lim) + n * sizeof(slot_t));
+	if (lim == NULL) {
+		return NULL;
+	}
+	lim->mask = n - 1;
+
+	/* A secret seed keeps a client from steering records into one slot. */
+	if (getrandom(lim->seed, sizeof(lim->seed), GRND_NONBLOCK) != sizeof(lim->seed)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		lim->seed[0] = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL;
+		lim->seed[1] = (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)lim;
+	}
+	for (size_t i = 0; i < n; i++) {
+		atomic_init(&lim->slots[i].key, 0);
+		atomic_init(&lim->slots[i].state, 0);
+	}
+	return lim;
+}
+
+void mxf_limiter_free(mxf_limiter_t *lim)
+{
+	free(lim);
+}
+
+static inline uint64_t mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t len, bool lower)
+{
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = p[i];
+		if (lower && c >= 'A' && c <= 'Z') {
+			c += 'a' - 'A';
+		}
+		h = (h ^ c) * 0x100000001b3ULL;
+	}
+	return mix(h);
+}
+
+/* Label lengths are at most 63, so lower-casing the whole wire form only
+ * touches letters. */
+static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
+{
+	if (name == NULL) {
+		return hash_bytes(h, (const uint8_t *)"", 1, false);
+	}
+	return hash_bytes(h, name, knot_dname_size(name), true);
+}
+
+uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
+                         const knot_dname_t *owner, uint16_t pref,
+                         const knot_dname_t *exchange)
+{
+	uint64_t h = lim->seed[0] ^ 0xcbf29ce484222325ULL;
+	h = hash_name(h, zone);
+	h = hash_name(h ^ lim->seed[1], owner);
+	uint8_t p[2] = { (uint8_t)(pref >> 8), (uint8_t)pref };
+	h = hash_bytes(h, p, sizeof(p), false);
+	h = hash_name(h, exchange);
+	return h | 1; /* 0 marks a free slot. */
+}
+
+bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
+                     uint32_t interval, uint32_t *suppressed)
+{
+	slot_t *slot = &lim->slots[key & lim->mask];
+
+	for (int tries = 0; tries < MAX_TRIES; tries++) {
+		uint64_t k = atomic_load(&slot->key);
+		uint64_t st = atomic_load(&slot->state);
+		bool expired = now >= UNTIL(st);
+
+		if (k != key) {
+			if (!expired) {
+				return false; /* Held by another key still silent. */
+			}
+			/* Take the slot over; whoever wins, look again. */
+			if (atomic_compare_exchange_strong(&slot->key, &k, key)) {
+				atomic_compare_exchange_strong(&slot->state, &st, 0);
+			}
+			continue;
+		}
+
+		if (expired) {
+			uint64_t next = STATE(now + interval, 0);
+			if (atomic_compare_exchange_strong(&slot->state, &st, next)) {
+				*suppressed = SUPP(st);
+				return true;
+			}
+		} else {
+			uint64_t next = (SUPP(st) == UINT32_MAX) ? st : st + 1;
+			if (atomic_compare_exchange_strong(&slot->state, &st, next)) {
+				return false;
+			}
+		}
+	}
+
+	return false;
+}
+
+uint32_t mxf_now(void)
+{
+	struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+	return (uint32_t)ts.tv_sec + 1;
+}
+
+/*** Log lines. ***/
+
+const char *mxf_action_str(mxf_action_t action)
+{
+	switch (action) {
+	case MXF_ACTION_BLOCKED:  return "blocked";
+	case MXF_ACTION_AUDIT:    return "audit";
+	case MXF_ACTION_OBSERVED: return "observed";
+	}
+	return "unknown";
+}
+
+const char *mxf_risk_str(mxf_risk_t risk)
+{
+	return (risk == MXF_RISK_BYPASS) ? "bypass" : "fallback";
+}
+
+void mxf_addr_str(const struct sockaddr_storage *addr, char *buf, size_t size)
+{
+	const char *ok = NULL;
+	if (addr != NULL && addr->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+		ok = inet_ntop(AF_INET, &in->sin_addr, buf, (socklen_t)size);
+	} else if (addr != NULL && addr->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+		ok = inet_ntop(AF_INET6, &in6->sin6_addr, buf, (socklen_t)size);
+	}
+	if (ok == NULL && size > 0) {
+		snprintf(buf, size, "-");
+	}
+}
+
+/* Lower-case presentation form of a name. */
+static void name_str(const knot_dname_t *name, char *buf, size_t size)
+{
+	if (name == NULL || knot_dname_to_str(buf, name, size) == NULL) {
+		snprintf(buf, size, "(malformed)");
+		return;
+	}
+	for (char *c = buf; *c != '\0'; c++) {
+		if (*c >= 'A' && *c <= 'Z') {
+			*c += 'a' - 'A';
+		}
+	}
+}
+
+size_t mxf_audit_format(char *buf, size_t size, const mxf_legacy_t *rec,
+                        const struct sockaddr_storage *client,
+                        uint32_t suppressed)
+{
+	char owner[KNOT_DNAME_TXT_MAXLEN + 1];
+	char exchange[KNOT_DNAME_TXT_MAXLEN + 1];
+	char addr[INET6_ADDRSTRLEN];
+
+	name_str(rec->owner, owner, sizeof(owner));
+	name_str(rec->exchange, exchange, sizeof(exchange));
+	mxf_addr_str(client, addr, sizeof(addr));
+
+	int n = snprintf(buf, size, "legacy MX %s, owner %s, preference %u, "
+	                 "exchange %s, risk %s, client %s, suppressed %u",
+	                 mxf_action_str(rec->action), owner, rec->pref, exchange,
+	                 mxf_risk_str(rec->risk), addr, suppressed);
+	if (n < 0) {
+		buf[0] = '\0';
+		return 0;
+	}
+	return ((size_t)n < size) ? (size_t)n : size - 1;
+}

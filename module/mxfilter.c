@@ -1,0 +1,578 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ *  This program is free software: you can redistribute it and/or modify
+ *  it under the terms of the GNU General Public License as published by
+ *  the Free Software Foundation, either version 3 of the License, or
+ *  (at your option) any later version.
+ */
+
+/*
+ * mod-mxfilter: the Knot glue. It turns configuration into a shared engine
+ * policy and Knot's hooks into engine calls:
+ *
+ *   BEGIN      outgoing AXFR/IXFR with "transfer: refuse" -> REFUSED
+ *   PREANSWER  apex MX query: answer the filtering set before Knot builds
+ *              the zone's legacy answer (cheapest, and it cannot leak)
+ *   ANSWER     any other MX in the answer: mxf_process() rewrites it
+ *   END        last line of defence: a response that still holds a legacy
+ *              MX (Knot 3.2 skips every later hook once it truncates)
+ *              becomes an empty TC answer or SERVFAIL; transfer accounting
+ *
+ * Everything that decides or rewrites lives in the engine (policy.c,
+ * rewrite.c, audit.c), which depends on libknot only.
+ */
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <knot/module.h>
+
+#include "mxfilter/audit.h"
+#include "mxfilter/policy.h"
+#include "mxfilter/rewrite.h"
+
+/*** Configuration. ***/
+
+#define MOD_EXCHANGE	"\x08""exchange"
+#define MOD_MODE	"\x04""mode"
+#define MOD_SCOPE	"\x05""scope"
+#define MOD_SYNTH	"\x0a""synthesize"
+#define MOD_NULLMX	"\x07""null-mx"
+#define MOD_TTL		"\x03""ttl"
+#define MOD_LOG_INT	"\x0c""log-interval"
+#define MOD_TRANSFER	"\x08""transfer"
+
+static const knot_lookup_t mode_opts[] = {
+	{ MXF_MODE_ENFORCE, "enforce" },
+	{ MXF_MODE_AUDIT,   "audit" },
+	{ 0, NULL }
+};
+
+static const knot_lookup_t scope_opts[] = {
+	{ MXF_SCOPE_ZONE, "zone" },
+	{ MXF_SCOPE_APEX, "apex" },
+	{ 0, NULL }
+};
+
+static const knot_lookup_t nullmx_opts[] = {
+	{ MXF_NULLMX_KEEP,    "keep" },
+	{ MXF_NULLMX_REPLACE, "replace" },
+	{ 0, NULL }
+};
+
+static const knot_lookup_t transfer_opts[] = {
+	{ MXF_XFR_ALLOW,  "allow" },
+	{ MXF_XFR_LOG,    "log" },
+	{ MXF_XFR_REFUSE, "refuse" },
+	{ 0, NULL }
+};
+
+static int check_exchange(knotd_conf_check_args_t *args);
+
+const yp_item_t mxfilter_conf[] = {
+	{ MOD_EXCHANGE, YP_TSTR,  YP_VNONE, YP_FMULTI, { check_exchange } },
+	{ MOD_MODE,     YP_TOPT,  YP_VOPT = { mode_opts, MXF_MODE_ENFORCE } },
+	{ MOD_SCOPE,    YP_TOPT,  YP_VOPT = { scope_opts, MXF_SCOPE_ZONE } },
+	{ MOD_SYNTH,    YP_TBOOL, YP_VBOOL = { true } },
+	{ MOD_NULLMX,   YP_TOPT,  YP_VOPT = { nullmx_opts, MXF_NULLMX_KEEP } },
+	{ MOD_TTL,      YP_TINT,  YP_VINT = { 0, INT32_MAX, 0, YP_STIME } },
+	{ MOD_LOG_INT,  YP_TINT,  YP_VINT = { 0, MXF_MAX_LOG_INTERVAL, 60, YP_STIME } },
+	{ MOD_TRANSFER, YP_TOPT,  YP_VOPT = { transfer_opts, MXF_XFR_LOG } },
+	{ NULL }
+};
+
+/* Reasons must outlive the callback; one buffer per checking thread. */
+static __thread char check_reason[160];
+
+static int check_exchange(knotd_conf_check_args_t *args)
+{
+	uint16_t pref;
+	knot_dname_storage_t name;
+	const char *err = mxf_exchange_parse((const char *)args->data, &pref, name);
+	if (err != NULL) {
+		args->err_str = err;
+		return KNOT_EINVAL;
+	}
+	return KNOT_EOK;
+}
+
+static int mxfilter_conf_check(knotd_conf_check_args_t *args)
+{
+	knotd_conf_t ex = knotd_conf_check_item(args, MOD_EXCHANGE);
+	const char *values[MXF_MAX_EXCHANGES + 1];
+	size_t count = (ex.count > MXF_MAX_EXCHANGES) ? MXF_MAX_EXCHANGES + 1 : ex.count;
+	for (size_t i = 0; i < count; i++) {
+		values[i] = ex.multi[i].string;
+	}
+
+	int ret = KNOT_EOK;
+	const char *bad = NULL;
+	const char *err = mxf_exchange_list_check(values, count, &bad);
+	if (err != NULL) {
+		(void)snprintf(check_reason, sizeof(check_reason),
+		               "invalid exchange '%s' (%s)", bad, err);
+		args->err_str = check_reason;
+		ret = KNOT_EINVAL;
+	}
+	knotd_conf_free(&ex);
+	return ret;
+}
+
+/*** Shared state. ***/
+
+/* One audit limiter for every zone (keys include the zone); it lives from
+ * the first module load to the last unload. */
+#define LIMITER_SLOTS_LOG2	16
+
+static pthread_mutex_t limiter_lock = PTHREAD_MUTEX_INITIALIZER;
+static mxf_limiter_t *limiter;
+static size_t limiter_refs;
+
+static int limiter_acquire(void)
+{
+	int ret = KNOT_EOK;
+	pthread_mutex_lock(&limiter_lock);
+	if (limiter == NULL) {
+		limiter = mxf_limiter_new(LIMITER_SLOTS_LOG2);
+	}
+	if (limiter != NULL) {
+		limiter_refs++;
+	} else {
+		ret = KNOT_ENOMEM;
+	}
+	pthread_mutex_unlock(&limiter_lock);
+	return ret;
+}
+
+static void limiter_release(void)
+{
+	pthread_mutex_lock(&limiter_lock);
+	if (limiter_refs > 0 && --limiter_refs == 0) {
+		mxf_limiter_free(limiter);
+		limiter = NULL;
+	}
+	pthread_mutex_unlock(&limiter_lock);
+}
+
+#ifdef MXF_FAULT_INJECTION
+/* Test build only: MXFILTER_FAULT=enomem makes every enforcement fail. */
+static bool fault_enomem(void)
+{
+	const char *f = getenv("MXFILTER_FAULT");
+	return f != NULL && strcmp(f, "enomem") == 0;
+}
+#else
+#define fault_enomem()	false
+#endif
+
+/*** Counters (registered in this order). ***/
+
+enum {
+	CTR_ENFORCED = 0,
+	CTR_SYNTHESIZED,
+	CTR_BLOCKED,
+	CTR_AUDITED,
+	CTR_COMPLIANT,
+	CTR_FAILED,
+	CTR_TRANSFERS,
+};
+
+enum { XFR_ALLOWED = 0, XFR_REFUSED = 1 };
+
+static char *risk_to_str(uint32_t idx, uint32_t count)
+{
+	return strdup(mxf_risk_str((mxf_risk_t)idx));
+}
+
+static char *transfer_to_str(uint32_t idx, uint32_t count)
+{
+	return strdup(idx == XFR_ALLOWED ? "allowed" : "refused");
+}
+
+static int register_counters(knotd_mod_t *mod)
+{
+	static const struct {
+		const char *name;
+		uint32_t count;
+		knotd_mod_idx_to_str_f to_str;
+	} ctrs[] = {
+		[CTR_ENFORCED]    = { "enforced",    1, NULL },
+		[CTR_SYNTHESIZED] = { "synthesized", 1, NULL },
+		[CTR_BLOCKED]     = { "blocked",     2, risk_to_str },
+		[CTR_AUDITED]     = { "audited",     1, NULL },
+		[CTR_COMPLIANT]   = { "compliant",   1, NULL },
+		[CTR_FAILED]      = { "failed",      1, NULL },
+		[CTR_TRANSFERS]   = { "transfers",   2, transfer_to_str },
+	};
+	for (size_t i = 0; i < sizeof(ctrs) / sizeof(ctrs[0]); i++) {
+		int ret = knotd_mod_stats_add(mod, ctrs[i].name, ctrs[i].count,
+		                              ctrs[i].to_str);
+		if (ret != KNOT_EOK) {
+			return ret;
+		}
+	}
+	return KNOT_EOK;
+}
+
+static void count(knotd_mod_t *mod, knotd_qdata_t *qdata, uint32_t ctr,
+                  uint32_t idx, uint64_t val)
+{
+	if (val > 0) {
+		knotd_mod_stats_incr(mod, qdata->params->thread_id, ctr, idx, val);
+	}
+}
+
+static void count_result(knotd_mod_t *mod, knotd_qdata_t *qdata,
+                         const mxf_result_t *res)
+{
+	count(mod, qdata, CTR_ENFORCED, 0, res->enforced);
+	count(mod, qdata, CTR_BLOCKED, MXF_RISK_BYPASS, res->blocked[MXF_RISK_BYPASS]);
+	count(mod, qdata, CTR_BLOCKED, MXF_RISK_FALLBACK, res->blocked[MXF_RISK_FALLBACK]);
+	count(mod, qdata, CTR_AUDITED, 0, res->served);
+	count(mod, qdata, CTR_COMPLIANT, 0, res->compliant);
+}
+
+/*** Audit trail. ***/
+
+typedef struct {
+	knotd_mod_t *mod;
+	knotd_qdata_t *qdata;
+	const mxf_policy_t *policy;
+} audit_ctx_t;
+
+static void on_legacy(const mxf_legacy_t *rec, void *data)
+{
+	audit_ctx_t *ac = data;
+	uint32_t suppressed = 0;
+
+	if (ac->policy->log_interval > 0) {
+		/* Wildcard answers are limited per zone, not per query name, so
+		 * random names cannot flood the log. */
+		const knot_dname_t *owner = rec->expanded ? (const knot_dname_t *)"\x01*" :
+		                            rec->owner;
+		uint64_t key = mxf_limiter_key(limiter, knotd_mod_zone(ac->mod), owner,
+		                               rec->pref, rec->exchange);
+		if (!mxf_limiter_hit(limiter, key, mxf_now(), ac->policy->log_interval,
+		                     &suppressed)) {
+			return;
+		}
+	}
+
+	char line[512];
+	mxf_audit_format(line, sizeof(line), rec, knotd_qdata_remote_addr(ac->qdata),
+	                 suppressed);
+	knotd_mod_log(ac->mod, rec->action == MXF_ACTION_AUDIT ? LOG_WARNING : LOG_NOTICE,
+	              "%s", line);
+}
+
+/* Fail closed: SERVFAIL, counted and logged (rate-limited per owner). */
+static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
+                                    const mxf_policy_t *policy,
+                                    const knot_dname_t *owner, int ret)
+{
+	qdata->rcode = KNOT_RCODE_SERVFAIL;
+	count(mod, qdata, CTR_FAILED, 0, 1);
+
+	uint32_t suppressed = 0;
+	uint64_t key = mxf_limiter_key(limiter, knotd_mod_zone(mod), owner, 0, NULL);
+	if (mxf_limiter_hit(limiter, key, mxf_now(), 60, &suppressed)) {
+		char name[KNOT_DNAME_TXT_MAXLEN + 1];
+		if (knot_dname_to_str(name, owner, sizeof(name)) == NULL) {
+			strcpy(name, "?");
+		}
+		knotd_mod_log(mod, LOG_ERR, "failed to enforce MX, owner %s, answered "
+		              "SERVFAIL, suppressed %u (%s)", name, suppressed,
+		              knot_strerror(ret));
+	}
+	return KNOTD_IN_STATE_ERROR;
+}
+
+/*** Hooks. ***/
+
+static mxf_ctx_t engine_ctx(knotd_mod_t *mod, audit_ctx_t *ac, knotd_qdata_t *qdata)
+{
+	ac->mod = mod;
+	ac->qdata = qdata;
+	ac->policy = knotd_mod_ctx(mod);
+	return (mxf_ctx_t) {
+		.policy = ac->policy,
+		.zone = knotd_mod_zone(mod),
+		.on_legacy = on_legacy,
+		.cb_data = ac,
+	};
+}
+
+/* Apex MX: answer before Knot writes the zone's RRset. */
+static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *pkt,
+                                           knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	if (knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX ||
+	    !knot_dname_is_equal(knot_pkt_qname(pkt), knotd_mod_zone(mod))) {
+		return state;
+	}
+
+	audit_ctx_t ac;
+	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
+	const mxf_policy_t *policy = ctx.policy;
+
+	knot_rrset_t apex = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
+	uint32_t ttl;
+	mxf_result_t res = { 0 };
+	if (knot_rrset_empty(&apex)) {
+		if (!policy->synthesize || policy->mode != MXF_MODE_ENFORCE) {
+			return state;
+		}
+		knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
+		ttl = policy->ttl_set ? policy->ttl : soa.ttl;
+	} else {
+		mxf_verdict_t verdict = mxf_classify(policy, &apex.rrs);
+		if (verdict == MXF_SET_COMPLIANT || policy->mode != MXF_MODE_ENFORCE ||
+		    (verdict == MXF_SET_NULLMX && policy->null_mx == MXF_NULLMX_KEEP)) {
+			return state; /* Served by Knot, judged at ANSWER. */
+		}
+		apex.owner = (knot_dname_t *)knot_pkt_qname(pkt);
+		mxf_report(&ctx, &apex, false, MXF_ACTION_BLOCKED, &res);
+		ttl = policy->ttl_set ? policy->ttl : apex.ttl;
+	}
+
+	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
+	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
+	int ret = fault_enomem() ? KNOT_ENOMEM :
+	          mxf_put_set(pkt, policy, knotd_mod_zone(mod), ttl,
+	                      KNOT_COMPR_HINT_QNAME, flags);
+	count_result(mod, qdata, &res);
+	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
+		return KNOTD_IN_STATE_TRUNC; /* TC set: the client retries over TCP. */
+	} else if (ret != KNOT_EOK) {
+		return fail_closed(mod, qdata, policy, knotd_mod_zone(mod), ret);
+	}
+
+	if (knot_rrset_empty(&apex)) {
+		count(mod, qdata, CTR_SYNTHESIZED, 0, 1);
+	} else {
+		count(mod, qdata, CTR_ENFORCED, 0, 1);
+	}
+	knot_wire_set_aa(pkt->wire);
+	return KNOTD_IN_STATE_HIT;
+}
+
+/* Any MX in the answer (subdomains, wildcards, CNAME targets, ANY). */
+static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
+                                        knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	uint16_t qtype = knot_pkt_qtype(pkt);
+	if (qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY) {
+		return state;
+	}
+
+	audit_ctx_t ac;
+	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
+	mxf_result_t res;
+	int ret = mxf_process(pkt, &ctx, &res);
+	if (ret == KNOT_EOK && res.enforced > 0 && fault_enomem()) {
+		ret = KNOT_ENOMEM;
+	}
+	count_result(mod, qdata, &res);
+
+	if (ret == KNOT_EOK) {
+		return state;
+	} else if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
+		return KNOTD_IN_STATE_TRUNC;
+	}
+	return fail_closed(mod, qdata, ctx.policy, knot_pkt_qname(pkt), ret);
+}
+
+static void log_transfer(knotd_mod_t *mod, knotd_qdata_t *qdata, const char *what)
+{
+	char addr[INET6_ADDRSTRLEN];
+	mxf_addr_str(knotd_qdata_remote_addr(qdata), addr, sizeof(addr));
+	knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
+	const char *type = (qdata->type == KNOTD_QUERY_TYPE_AXFR) ? "AXFR" : "IXFR";
+	if (knot_rrset_empty(&soa)) {
+		knotd_mod_log(mod, LOG_INFO, "outgoing transfer %s, type %s, client %s",
+		              what, type, addr);
+	} else {
+		knotd_mod_log(mod, LOG_INFO, "outgoing transfer %s, type %s, client %s, "
+		              "serial %u", what, type, addr, knot_soa_serial(soa.rrs.rdata));
+	}
+}
+
+static bool is_transfer(const knotd_qdata_t *qdata)
+{
+	return qdata->type == KNOTD_QUERY_TYPE_AXFR || qdata->type == KNOTD_QUERY_TYPE_IXFR;
+}
+
+/* transfer: refuse. */
+static knotd_state_t mxfilter_begin(knotd_state_t state, knot_pkt_t *pkt,
+                                    knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	if (!is_transfer(qdata)) {
+		return state;
+	}
+	log_transfer(mod, qdata, "refused");
+	count(mod, qdata, CTR_TRANSFERS, XFR_REFUSED, 1);
+	qdata->rcode = KNOT_RCODE_REFUSED;
+	return KNOTD_STATE_FAIL;
+}
+
+static knotd_state_t mxfilter_end(knotd_state_t state, knot_pkt_t *pkt,
+                                  knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	const mxf_policy_t *policy = knotd_mod_ctx(mod);
+
+	if (is_transfer(qdata)) {
+		/* Counted once, on the last message of a transfer that was served. */
+		if (state == KNOTD_STATE_DONE && policy->transfer != MXF_XFR_REFUSE &&
+		    knot_wire_get_rcode(pkt->wire) == KNOT_RCODE_NOERROR) {
+			count(mod, qdata, CTR_TRANSFERS, XFR_ALLOWED, 1);
+			if (policy->transfer == MXF_XFR_LOG) {
+				log_transfer(mod, qdata, "served");
+			}
+		}
+		return state;
+	}
+
+	uint16_t qtype = knot_pkt_qtype(pkt);
+	if ((qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY) ||
+	    policy->mode != MXF_MODE_ENFORCE) {
+		return state;
+	}
+
+	audit_ctx_t ac;
+	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
+	if (!mxf_pkt_has_leak(pkt, &ctx)) {
+		return state;
+	}
+
+	/* A legacy MX got past the answer stage (Knot skips later hooks once
+	 * it truncates). A truncated reply becomes an empty one, so the client
+	 * retries over TCP; anything else is an internal error. */
+	if (knot_wire_get_tc(pkt->wire)) {
+		qdata->err_truncated = true;
+	} else {
+		(void)fail_closed(mod, qdata, policy, knot_pkt_qname(pkt), KNOT_ERROR);
+	}
+	return KNOTD_STATE_FAIL;
+}
+
+/*** Load and unload. ***/
+
+static int read_conf(knotd_mod_t *mod, mxf_conf_t *conf, knotd_conf_t *ex,
+                     const char **values)
+{
+	mxf_conf_default(conf);
+
+	*ex = knotd_conf_mod(mod, MOD_EXCHANGE);
+	if (ex->count > MXF_MAX_EXCHANGES) {
+		return KNOT_EINVAL;
+	}
+	for (size_t i = 0; i < ex->count; i++) {
+		values[i] = ex->multi[i].string;
+	}
+	if (ex->count > 0) {
+		conf->exchange = values;
+		conf->exchange_count = ex->count;
+	}
+
+	conf->mode = knotd_conf_mod(mod, MOD_MODE).single.option;
+	conf->scope = knotd_conf_mod(mod, MOD_SCOPE).single.option;
+	conf->synthesize = knotd_conf_mod(mod, MOD_SYNTH).single.boolean;
+	conf->null_mx = knotd_conf_mod(mod, MOD_NULLMX).single.option;
+	knotd_conf_t ttl = knotd_conf_mod(mod, MOD_TTL);
+	conf->ttl_set = ttl.count > 0;
+	conf->ttl = (uint32_t)ttl.single.integer;
+	conf->log_interval = (uint32_t)knotd_conf_mod(mod, MOD_LOG_INT).single.integer;
+	conf->transfer = knotd_conf_mod(mod, MOD_TRANSFER).single.option;
+	return KNOT_EOK;
+}
+
+static void log_policy(knotd_mod_t *mod, const mxf_policy_t *policy)
+{
+	char list[MXF_MAX_EXCHANGES * 24 + 1] = "";
+	size_t off = 0;
+	for (uint16_t i = 0; i < policy->count && off < sizeof(list); i++) {
+		char name[KNOT_DNAME_TXT_MAXLEN + 1];
+		if (knot_dname_to_str(name, policy->ex[i].name, sizeof(name)) == NULL) {
+			continue;
+		}
+		int n = snprintf(list + off, sizeof(list) - off, "%s%u %s",
+		                 i > 0 ? " " : "", policy->ex[i].pref, name);
+		off += (n > 0) ? (size_t)n : 0;
+	}
+	knotd_mod_log(mod, LOG_INFO, "policy loaded, mode %s, scope %s, exchanges %s",
+	              policy->mode == MXF_MODE_ENFORCE ? "enforce" : "audit",
+	              policy->scope == MXF_SCOPE_ZONE ? "zone" : "apex", list);
+}
+
+static int mxfilter_load(knotd_mod_t *mod)
+{
+	mxf_conf_t conf;
+	knotd_conf_t ex;
+	const char *values[MXF_MAX_EXCHANGES];
+	int ret = read_conf(mod, &conf, &ex, values);
+	const char *err = "too many exchanges";
+	const mxf_policy_t *policy = NULL;
+	if (ret == KNOT_EOK) {
+		policy = mxf_policy_acquire(&conf, &err);
+	}
+	knotd_conf_free(&ex);
+	if (policy == NULL) {
+		knotd_mod_log(mod, LOG_ERR, "invalid configuration (%s)", err);
+		return KNOT_EINVAL;
+	}
+
+	ret = limiter_acquire();
+	if (ret != KNOT_EOK) {
+		mxf_policy_release(policy);
+		return ret;
+	}
+
+	ret = register_counters(mod);
+	if (ret != KNOT_EOK) {
+		limiter_release();
+		mxf_policy_release(policy);
+		return ret;
+	}
+
+	knotd_mod_ctx_set(mod, (void *)policy);
+
+	if (policy->transfer == MXF_XFR_REFUSE) {
+		ret = knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_begin);
+	}
+	if (ret == KNOT_EOK && policy->mode == MXF_MODE_ENFORCE) {
+		ret = knotd_mod_in_hook(mod, KNOTD_STAGE_PREANSWER, mxfilter_preanswer);
+	}
+	if (ret == KNOT_EOK) {
+		ret = knotd_mod_in_hook(mod, KNOTD_STAGE_ANSWER, mxfilter_answer);
+	}
+	if (ret == KNOT_EOK) {
+		ret = knotd_mod_hook(mod, KNOTD_STAGE_END, mxfilter_end);
+	}
+	if (ret != KNOT_EOK) {
+		knotd_mod_ctx_set(mod, NULL);
+		limiter_release();
+		mxf_policy_release(policy);
+		return ret;
+	}
+
+	if (mxf_policy_refs(policy) == 1) {
+		log_policy(mod, policy);
+	}
+	return KNOT_EOK;
+}
+
+static void mxfilter_unload(knotd_mod_t *mod)
+{
+	const mxf_policy_t *policy = knotd_mod_ctx(mod);
+	if (policy != NULL) {
+		mxf_policy_release(policy);
+		limiter_release();
+	}
+}
+
+KNOTD_MOD_API(mxfilter, KNOTD_MOD_FLAG_SCOPE_ZONE | KNOTD_MOD_FLAG_OPT_CONF,
+              mxfilter_load, mxfilter_unload, mxfilter_conf, mxfilter_conf_check);

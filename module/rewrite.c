@@ -1,0 +1,680 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ */
+
+/*
+ * Response rewriting.
+ *
+ * libknot writes RRsets to the wire as they are added and offers no way to
+ * remove one. To replace an MX RRset the engine cuts the packet back to the
+ * first RRset that changes and writes everything from there again, in the
+ * original order, with knot_pkt_put(). The invariants of that rebuild:
+ *
+ *  I1  Only whole RRsets are cut: the wire is truncated at rr_info[cut].pos.
+ *      Bytes before the cut, the compression pointers in them and the
+ *      compression hints in rr_info[0..cut) remain valid because nothing
+ *      before the cut moves.
+ *  I2  The compression suffix hint (pkt->compr.suffix) may point past the
+ *      cut; it is reset to the QNAME, which every packet with a question
+ *      has at offset 12, so no pointer written after the cut can target
+ *      rewritten bytes.
+ *  I3  Section bookkeeping is recomputed at the cut: sections[].pos/count of
+ *      the cut's section and of later ones, pkt->current, and the wire
+ *      counts (ANCOUNT, NSCOUNT, ARCOUNT) from the records kept before the
+ *      cut; knot_pkt_put() adds the rest as it writes.
+ *  I4  pkt->reserved is untouched: space reserved for OPT and TSIG stays
+ *      reserved, so the server can still finish the packet.
+ *  I5  An RRset flagged KNOT_PF_FREE that is dropped is freed with the
+ *      packet's memory context; a replacement carries KNOT_PF_FREE only when
+ *      it owns a private copy of the rdata (the policy's rdata is shared by
+ *      every query and must never be freed by a packet).
+ *  I6  pkt->opt_rr is cleared when the OPT RRset is cut, and set again by
+ *      knot_pkt_put() when it is written back.
+ *  I7  Nothing marked for removal is ever written back, and on failure the
+ *      packet ends at the last RRset written: whatever the outcome, no
+ *      legacy MX of an enforced owner remains.
+ *
+ * A packet holding no MX RRset is left alone and nothing is allocated.
+ */
+
+#include <string.h>
+
+#include "mxfilter/rewrite.h"
+
+enum {
+	ACT_KEEP = 0,
+	ACT_REPLACE,   /* First MX entry of an owner in ANSWER: the set goes here. */
+	ACT_DROP,      /* Removed. */
+	ACT_SEEN = 0x80, /* Classification done (flag). */
+};
+
+#define ACT(a)	((a) & 0x7f)
+
+/* Entries kept on the stack before falling back to the packet's mm. */
+#define STACK_ENTRIES	32
+
+typedef struct {
+	knot_rrset_t rr;
+	uint16_t owner_ptr; /* Where the owner pointed in the original wire. */
+	uint16_t flags;
+	uint8_t act;
+	uint8_t section;
+} saved_t;
+
+/*** Small helpers. ***/
+
+static const knot_rdata_t *rd_next(const knot_rdata_t *rd)
+{
+	return knot_rdataset_next((knot_rdata_t *)rd);
+}
+
+/* The packet's memory context (a mempool inside knotd). */
+static void *pkt_alloc(knot_pkt_t *pkt, size_t size)
+{
+	return pkt->mm.alloc != NULL ? pkt->mm.alloc(pkt->mm.ctx, size) : NULL;
+}
+
+static void pkt_free(knot_pkt_t *pkt, void *ptr)
+{
+	if (pkt->mm.free != NULL) {
+		pkt->mm.free(ptr);
+	}
+}
+
+/*** Classification. ***/
+
+static bool rdata_is_nullmx(const knot_rdata_t *rd)
+{
+	return rd->len == 3 && rd->data[0] == 0 && rd->data[1] == 0 &&
+	       rd->data[2] == '\0';
+}
+
+/* Exchange of an MX rdata, or NULL if malformed. */
+static const knot_dname_t *rdata_exchange(const knot_rdata_t *rd)
+{
+	if (rd->len < 3) {
+		return NULL;
+	}
+	const uint8_t *name = rd->data + 2;
+	int size = knot_dname_wire_check(name, rd->data + rd->len, NULL);
+	return (size > 0 && (size_t)size == (size_t)rd->len - 2) ? name : NULL;
+}
+
+/* Index of the policy exchange matching \a rd, or -1. */
+static int policy_index(const mxf_policy_t *policy, const knot_rdata_t *rd)
+{
+	const knot_dname_t *name = rdata_exchange(rd);
+	if (name == NULL) {
+		return -1;
+	}
+	uint16_t pref = knot_wire_read_u16(rd->data);
+	for (uint16_t i = 0; i < policy->count; i++) {
+		if (policy->ex[i].pref == pref &&
+		    knot_dname_is_case_equal(policy->ex[i].name, name)) {
+			return i;
+		}
+	}
+	return -1;
+}
+
+bool mxf_rdata_is_legacy(const mxf_policy_t *policy, const knot_rdata_t *rd)
+{
+	return policy_index(policy, rd) < 0;
+}
+
+/* Running verdict over the records of one owner. */
+typedef struct {
+	uint32_t seen;     /* Bit per policy exchange present. */
+	uint32_t records;
+	uint32_t legacy;
+	bool nullmx;       /* The only record so far is "0 .". */
+} verdict_acc_t;
+
+static void acc_add(verdict_acc_t *acc, const mxf_policy_t *policy,
+                    const knot_rdataset_t *rrs)
+{
+	const knot_rdata_t *rd = rrs->rdata;
+	for (uint16_t i = 0; i < rrs->count; i++) {
+		int idx = policy_index(policy, rd);
+		if (idx >= 0) {
+			acc->seen |= (uint32_t)1 << idx;
+		} else {
+			acc->legacy++;
+		}
+		acc->nullmx = (acc->records == 0) && rdata_is_nullmx(rd);
+		acc->records++;
+		rd = rd_next(rd);
+	}
+}
+
+static mxf_verdict_t acc_verdict(const verdict_acc_t *acc, const mxf_policy_t *policy)
+{
+	uint32_t all = (policy->count >= 32) ? UINT32_MAX :
+	               (((uint32_t)1 << policy->count) - 1);
+	if (acc->legacy == 0 && acc->seen == all) {
+		return MXF_SET_COMPLIANT;
+	}
+	if (acc->records == 1 && acc->nullmx) {
+		return MXF_SET_NULLMX;
+	}
+	return MXF_SET_LEGACY;
+}
+
+mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rrs)
+{
+	verdict_acc_t acc = { 0 };
+	acc_add(&acc, policy, rrs);
+	return acc_verdict(&acc, policy);
+}
+
+/* Case-insensitive: is \a name at or below \a zone? */
+static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone)
+{
+	int diff = (int)knot_dname_labels(name, NULL) - (int)knot_dname_labels(zone, NULL);
+	if (diff < 0) {
+		return false;
+	}
+	while (diff-- > 0) {
+		name = knot_wire_next_label(name, NULL);
+	}
+	return knot_dname_is_case_equal(name, zone);
+}
+
+static bool in_scope(const mxf_ctx_t *ctx, const knot_dname_t *owner)
+{
+	return ctx->policy->scope == MXF_SCOPE_ZONE ||
+	       knot_dname_is_case_equal(owner, ctx->zone);
+}
+
+/* Whether the policy removes this group from the packet. */
+static bool enforced_here(const mxf_ctx_t *ctx, const knot_dname_t *owner)
+{
+	return ctx->policy->mode == MXF_MODE_ENFORCE && in_scope(ctx, owner);
+}
+
+static mxf_action_t legacy_action(const mxf_ctx_t *ctx, const knot_dname_t *owner)
+{
+	if (ctx->policy->mode == MXF_MODE_AUDIT) {
+		return MXF_ACTION_AUDIT;
+	}
+	return in_scope(ctx, owner) ? MXF_ACTION_BLOCKED : MXF_ACTION_OBSERVED;
+}
+
+static uint16_t sat_add(uint16_t a, uint32_t b)
+{
+	uint32_t s = a + b;
+	return (s > UINT16_MAX) ? UINT16_MAX : (uint16_t)s;
+}
+
+/* Reports the legacy records of one entry and counts them. */
+static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
+                         uint16_t flags, mxf_action_t action, mxf_result_t *res)
+{
+	const mxf_policy_t *policy = ctx->policy;
+	const knot_rdata_t *rd = rr->rrs.rdata;
+	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = rd_next(rd)) {
+		if (!mxf_rdata_is_legacy(policy, rd)) {
+			continue;
+		}
+		mxf_legacy_t rec = {
+			.owner = rr->owner,
+			.exchange = rdata_exchange(rd),
+			.pref = (rd->len >= 2) ? knot_wire_read_u16(rd->data) : 0,
+			.action = action,
+			.expanded = (flags & KNOT_PF_FREE) != 0,
+		};
+		rec.risk = mxf_risk(policy, rec.pref);
+		if (action == MXF_ACTION_BLOCKED) {
+			res->blocked[rec.risk] = sat_add(res->blocked[rec.risk], 1);
+		} else {
+			res->served = sat_add(res->served, 1);
+		}
+		if (ctx->on_legacy != NULL) {
+			ctx->on_legacy(&rec, ctx->cb_data);
+		}
+	}
+}
+
+void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
+                mxf_action_t action, mxf_result_t *res)
+{
+	report_entry(ctx, rr, expanded ? KNOT_PF_FREE : 0, action, res);
+}
+
+/*** Packet helpers. ***/
+
+static int section_of(const knot_pkt_t *pkt, uint16_t idx)
+{
+	for (int s = KNOT_ANSWER; s <= KNOT_ADDITIONAL; s++) {
+		const knot_pktsection_t *sec = &pkt->sections[s];
+		if (idx >= sec->pos && idx < sec->pos + sec->count) {
+			return s;
+		}
+	}
+	return -1;
+}
+
+static bool is_mx_candidate(const mxf_ctx_t *ctx, const knot_rrset_t *rr)
+{
+	return rr->type == KNOT_RRTYPE_MX && rr->rrs.count > 0 &&
+	       !mxf_is_own_set(ctx->policy, rr) && in_zone(rr->owner, ctx->zone);
+}
+
+static bool rrsig_covers(const knot_rrset_t *rr, uint16_t type)
+{
+	return rr->type == KNOT_RRTYPE_RRSIG && rr->rrs.count > 0 &&
+	       rr->rrs.rdata->len >= 2 &&
+	       knot_rrsig_type_covered(rr->rrs.rdata) == type;
+}
+
+int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
+                const knot_dname_t *owner, uint32_t ttl, uint16_t hint,
+                uint16_t flags)
+{
+	if (flags & KNOT_PF_FREE) {
+		return KNOT_EINVAL;
+	}
+	knot_rrset_t rr;
+	knot_rrset_init(&rr, (knot_dname_t *)owner, KNOT_RRTYPE_MX, KNOT_CLASS_IN, ttl);
+	rr.rrs = policy->rrs;
+	return knot_pkt_put(pkt, hint, &rr, flags);
+}
+
+/* Writes the replacement for \a orig (owner and TTL kept). */
+static int put_replacement(knot_pkt_t *pkt, const mxf_policy_t *policy,
+                           saved_t *orig, uint16_t hint)
+{
+	uint32_t ttl = policy->ttl_set ? policy->ttl : orig->rr.ttl;
+	uint16_t flags = orig->flags & ~(KNOT_PF_FREE | KNOT_PF_CHECKDUP);
+	if (!(orig->flags & KNOT_PF_FREE)) {
+		return mxf_put_set(pkt, policy, orig->rr.owner, ttl, hint, flags);
+	}
+
+	/* The owner belongs to the packet (e.g. expanded wildcard): hand it to
+	 * a replacement with a private copy of the set, freed with the packet. */
+	knot_rdataset_clear(&orig->rr.rrs, &pkt->mm);
+	knot_rrset_t rr;
+	knot_rrset_init(&rr, orig->rr.owner, KNOT_RRTYPE_MX, KNOT_CLASS_IN, ttl);
+	orig->rr.owner = NULL;
+	int ret = knot_rdataset_copy(&rr.rrs, &policy->rrs, &pkt->mm);
+	if (ret == KNOT_EOK) {
+		ret = knot_pkt_put(pkt, hint, &rr, flags | KNOT_PF_FREE);
+	}
+	if (ret != KNOT_EOK) {
+		knot_rrset_clear(&rr, &pkt->mm);
+	}
+	return ret;
+}
+
+static void free_saved(knot_pkt_t *pkt, saved_t *s)
+{
+	if (s->flags & KNOT_PF_FREE) {
+		knot_rrset_clear(&s->rr, &pkt->mm);
+		s->flags &= ~KNOT_PF_FREE;
+	}
+}
+
+/* Cuts the packet back to the start of entry \a cut (I1-I3, I6). */
+static void cut_packet(knot_pkt_t *pkt, uint16_t cut, int cut_sec)
+{
+	pkt->size = pkt->rr_info[cut].pos;
+
+	for (int s = KNOT_ANSWER; s <= KNOT_ADDITIONAL; s++) {
+		knot_pktsection_t *sec = &pkt->sections[s];
+		if (s > cut_sec) {
+			sec->pos = 0;
+			sec->count = 0;
+		} else if (s == cut_sec) {
+			sec->count = cut - sec->pos;
+		}
+		uint16_t records = 0;
+		for (uint16_t i = 0; i < sec->count; i++) {
+			records += pkt->rr[sec->pos + i].rrs.count;
+		}
+		switch (s) {
+		case KNOT_ANSWER:     knot_wire_set_ancount(pkt->wire, records); break;
+		case KNOT_AUTHORITY:  knot_wire_set_nscount(pkt->wire, records); break;
+		case KNOT_ADDITIONAL: knot_wire_set_arcount(pkt->wire, records); break;
+		}
+	}
+
+	if (pkt->opt_rr != NULL && pkt->opt_rr >= pkt->rr + cut) {
+		pkt->opt_rr = NULL;
+	}
+	pkt->rrset_count = cut;
+	pkt->current = (knot_section_t)cut_sec;
+
+	pkt->compr.suffix.pos = KNOT_WIRE_HEADER_SIZE;
+	pkt->compr.suffix.labels = knot_dname_labels(pkt->wire + KNOT_WIRE_HEADER_SIZE,
+	                                             pkt->wire);
+}
+
+/*
+ * Compression hint for an owner written again. If the original owner was a
+ * pointer to a name before the cut, the same pointer reproduces the original
+ * wire exactly: that is how Knot writes the QNAME's spelling (0x20) and how it
+ * presents a wildcard RRset (stored with owner "*.x") as the QNAME. Otherwise
+ * an owner equal to the QNAME points to the question.
+ */
+static uint16_t owner_hint(const knot_pkt_t *pkt, const knot_dname_t *owner,
+                           uint16_t orig_ptr, size_t cut_pos)
+{
+	if (orig_ptr >= KNOT_WIRE_HEADER_SIZE && orig_ptr < cut_pos) {
+		return orig_ptr;
+	}
+	const knot_dname_t *qname = knot_pkt_qname(pkt);
+	if (qname != NULL && knot_dname_is_case_equal(owner, qname)) {
+		return KNOT_COMPR_HINT_QNAME;
+	}
+	return KNOT_COMPR_HINT_NONE;
+}
+
+/*** Marking. ***/
+
+/* Classifies the MX group led by entry \a lead; marks and reports it.
+ * Returns true if the group changes. */
+static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
+                       uint16_t lead, int sec, mxf_result_t *res)
+{
+	const knot_rrset_t *owner_rr = &pkt->rr[lead];
+	const knot_pktsection_t *s = &pkt->sections[sec];
+	uint16_t end = s->pos + s->count;
+
+	verdict_acc_t acc = { 0 };
+	for (uint16_t j = lead; j < end; j++) {
+		const knot_rrset_t *rr = &pkt->rr[j];
+		if (j == lead || (!(act[j] & ACT_SEEN) && is_mx_candidate(ctx, rr) &&
+		                  knot_dname_is_case_equal(rr->owner, owner_rr->owner))) {
+			act[j] = ACT_SEEN;
+			acc_add(&acc, ctx->policy, &rr->rrs);
+		}
+	}
+
+	switch (acc_verdict(&acc, ctx->policy)) {
+	case MXF_SET_COMPLIANT:
+		res->compliant = sat_add(res->compliant, 1);
+		return false;
+	case MXF_SET_NULLMX:
+		if (ctx->policy->null_mx == MXF_NULLMX_KEEP) {
+			res->nullmx = sat_add(res->nullmx, 1);
+			return false;
+		}
+		break;
+	case MXF_SET_LEGACY:
+		break;
+	}
+
+	bool change = enforced_here(ctx, owner_rr->owner);
+	mxf_action_t action = legacy_action(ctx, owner_rr->owner);
+	for (uint16_t j = lead; j < end; j++) {
+		const knot_rrset_t *rr = &pkt->rr[j];
+		if (act[j] != ACT_SEEN || rr->type != KNOT_RRTYPE_MX ||
+		    !knot_dname_is_case_equal(rr->owner, owner_rr->owner)) {
+			continue;
+		}
+		report_entry(ctx, rr, pkt->rr_info[j].flags, action, res);
+		if (change) {
+			act[j] = ACT_SEEN | ((j == lead && sec == KNOT_ANSWER) ?
+			                     ACT_REPLACE : ACT_DROP);
+		}
+	}
+	if (change && sec == KNOT_ANSWER) {
+		res->enforced = sat_add(res->enforced, 1);
+	}
+	return change;
+}
+
+/* Whether \a name is the exchange of a removed legacy record. */
+static bool is_blocked_exchange(const knot_pkt_t *pkt, const mxf_ctx_t *ctx,
+                                const uint8_t *act, const knot_dname_t *name)
+{
+	if (knot_dname_size(name) <= 1) {
+		return false;
+	}
+	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
+		const knot_rrset_t *rr = &pkt->rr[i];
+		if (rr->type != KNOT_RRTYPE_MX || ACT(act[i]) == ACT_KEEP) {
+			continue;
+		}
+		const knot_rdata_t *rd = rr->rrs.rdata;
+		for (uint16_t k = 0; k < rr->rrs.count; k++, rd = rd_next(rd)) {
+			const knot_dname_t *ex = rdata_exchange(rd);
+			if (ex != NULL && knot_dname_is_case_equal(ex, name)) {
+				/* Still needed if it also is a filtering exchange. */
+				for (uint16_t p = 0; p < ctx->policy->count; p++) {
+					if (knot_dname_is_case_equal(ctx->policy->ex[p].name, name)) {
+						return false;
+					}
+				}
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+/* Whether \a owner is the owner of a removed MX group. */
+static bool is_removed_owner(const knot_pkt_t *pkt, const uint8_t *act,
+                             const knot_dname_t *owner)
+{
+	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
+		const knot_rrset_t *rr = &pkt->rr[i];
+		if (rr->type == KNOT_RRTYPE_MX && ACT(act[i]) != ACT_KEEP &&
+		    knot_dname_is_case_equal(rr->owner, owner)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Marks RRSIGs of removed MX groups and additional records of blocked
+ * exchangers; returns true if a TSIG would have to be rewritten. */
+static bool mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
+                            mxf_result_t *res)
+{
+	bool tsig = false;
+	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
+		const knot_rrset_t *rr = &pkt->rr[i];
+		if (ACT(act[i]) != ACT_KEEP) {
+			continue;
+		}
+		if (rr->type == KNOT_RRTYPE_TSIG) {
+			tsig = true;
+			continue;
+		}
+		if (rrsig_covers(rr, KNOT_RRTYPE_MX) && is_removed_owner(pkt, act, rr->owner)) {
+			act[i] = ACT_DROP;
+			continue;
+		}
+		if (section_of(pkt, i) != KNOT_ADDITIONAL) {
+			continue;
+		}
+		bool address = rr->type == KNOT_RRTYPE_A || rr->type == KNOT_RRTYPE_AAAA ||
+		               rrsig_covers(rr, KNOT_RRTYPE_A) ||
+		               rrsig_covers(rr, KNOT_RRTYPE_AAAA);
+		if (address && is_blocked_exchange(pkt, ctx, act, rr->owner)) {
+			act[i] = ACT_DROP;
+			if (rr->type != KNOT_RRTYPE_RRSIG) {
+				res->glue = sat_add(res->glue, rr->rrs.count);
+			}
+		}
+	}
+	return tsig;
+}
+
+/*** Rebuild. ***/
+
+static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
+                   bool drop_tsig)
+{
+	uint16_t count = pkt->rrset_count;
+	uint16_t cut = 0;
+	while (cut < count && ACT(act[cut]) == ACT_KEEP &&
+	       !(drop_tsig && pkt->rr[cut].type == KNOT_RRTYPE_TSIG)) {
+		cut++;
+	}
+	if (cut == count) {
+		return KNOT_EOK;
+	}
+	int cut_sec = section_of(pkt, cut);
+	if (cut_sec < 0) {
+		return KNOT_EMALF;
+	}
+
+	/* Save the tail: the rr[] slots are overwritten as we write again. */
+	uint16_t tail = count - cut;
+	saved_t stack[STACK_ENTRIES];
+	saved_t *saved = stack;
+	if (tail > STACK_ENTRIES) {
+		saved = pkt_alloc(pkt, tail * sizeof(*saved));
+		if (saved == NULL) {
+			/* Cannot rebuild: cut everything from the first change. */
+			for (uint16_t i = cut; i < count; i++) {
+				if (pkt->rr_info[i].flags & KNOT_PF_FREE) {
+					knot_rrset_clear(&pkt->rr[i], &pkt->mm);
+				}
+			}
+			cut_packet(pkt, cut, cut_sec);
+			return KNOT_ENOMEM;
+		}
+	}
+	for (uint16_t i = 0; i < tail; i++) {
+		uint16_t idx = cut + i;
+		saved[i].rr = pkt->rr[idx];
+		saved[i].flags = pkt->rr_info[idx].flags;
+		saved[i].owner_ptr = pkt->rr_info[idx].compress_ptr[KNOT_COMPR_HINT_OWNER];
+		saved[i].act = ACT(act[idx]);
+		if (drop_tsig && saved[i].rr.type == KNOT_RRTYPE_TSIG) {
+			saved[i].act = ACT_DROP;
+		}
+		int sec = section_of(pkt, idx);
+		saved[i].section = (uint8_t)(sec < 0 ? KNOT_ADDITIONAL : sec);
+	}
+
+	knot_section_t orig_current = pkt->current;
+	cut_packet(pkt, cut, cut_sec);
+	const size_t cut_pos = pkt->size;
+
+	int ret = KNOT_EOK;
+	uint16_t i;
+	for (i = 0; i < tail; i++) {
+		saved_t *s = &saved[i];
+		if (s->act == ACT_DROP) {
+			free_saved(pkt, s);
+			continue;
+		}
+		if (s->section > pkt->current) {
+			ret = knot_pkt_begin(pkt, (knot_section_t)s->section);
+			if (ret != KNOT_EOK) {
+				break;
+			}
+		}
+		uint16_t hint = owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
+		if (s->act == ACT_REPLACE) {
+			ret = put_replacement(pkt, ctx->policy, s, hint);
+			s->flags &= ~KNOT_PF_FREE; /* Handed over, or freed on error. */
+		} else {
+			ret = knot_pkt_put(pkt, hint, &s->rr, s->flags & ~KNOT_PF_CHECKDUP);
+			if (ret == KNOT_EOK) {
+				s->flags &= ~KNOT_PF_FREE; /* The packet owns it again. */
+			}
+		}
+		if (ret != KNOT_EOK) {
+			break;
+		}
+	}
+
+	/* I5, I7: after a failure nothing more is written; free the rest. */
+	for (; i < tail; i++) {
+		free_saved(pkt, &saved[i]);
+	}
+
+	/* The caller may go on adding to the section it was in. */
+	if (ret == KNOT_EOK && orig_current > pkt->current) {
+		ret = knot_pkt_begin(pkt, orig_current);
+	}
+
+	if (saved != stack) {
+		pkt_free(pkt, saved);
+	}
+	return ret;
+}
+
+int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (pkt == NULL || ctx == NULL || ctx->policy == NULL || ctx->zone == NULL) {
+		return KNOT_EINVAL;
+	}
+
+	/* Fast path: most responses hold no MX at all. */
+	uint16_t count = pkt->rrset_count;
+	uint16_t first = 0;
+	while (first < count && !is_mx_candidate(ctx, &pkt->rr[first])) {
+		first++;
+	}
+	if (first == count) {
+		return KNOT_EOK;
+	}
+
+	uint8_t act_stack[STACK_ENTRIES];
+	uint8_t *act = act_stack;
+	if (count > STACK_ENTRIES) {
+		act = pkt_alloc(pkt, count);
+		if (act == NULL) {
+			return KNOT_ENOMEM;
+		}
+	}
+	memset(act, 0, count);
+
+	bool change = false;
+	for (uint16_t i = first; i < count; i++) {
+		if ((act[i] & ACT_SEEN) || !is_mx_candidate(ctx, &pkt->rr[i])) {
+			continue;
+		}
+		int sec = section_of(pkt, i);
+		if (sec < 0) {
+			continue;
+		}
+		change |= mark_group(pkt, ctx, act, i, sec, res);
+	}
+
+	int ret = KNOT_EOK;
+	if (change) {
+		bool tsig = mark_dependents(pkt, ctx, act, res);
+		ret = rebuild(pkt, ctx, act, tsig);
+		if (ret == KNOT_EOK && tsig) {
+			ret = KNOT_EDENIED; /* The TSIG no longer signs this packet. */
+		}
+	}
+
+	if (act != act_stack) {
+		pkt_free(pkt, act);
+	}
+	return ret;
+}
+
+bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
+{
+	if (ctx->policy->mode != MXF_MODE_ENFORCE) {
+		return false;
+	}
+	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
+		const knot_rrset_t *rr = &pkt->rr[i];
+		if (!is_mx_candidate(ctx, rr) || !in_scope(ctx, rr->owner)) {
+			continue;
+		}
+		const knot_rdata_t *rd = rr->rrs.rdata;
+		for (uint16_t k = 0; k < rr->rrs.count; k++, rd = rd_next(rd)) {
+			if (!mxf_rdata_is_legacy(ctx->policy, rd)) {
+				continue;
+			}
+			if (rdata_is_nullmx(rd) && rr->rrs.count == 1 &&
+			    ctx->policy->null_mx == MXF_NULLMX_KEEP) {
+				continue;
+			}
+			return true;
+		}
+	}
+	return false;
+}
