@@ -50,7 +50,7 @@ struct mxf_limiter {
 #define UNTIL(state)		((uint32_t)((state) >> 32))
 #define SUPP(state)		((uint32_t)(state))
 
-/* Attempts before an occurrence is given up as suppressed (heavy contention). */
+/* Attempts to take a slot over from another key before giving up. */
 #define MAX_TRIES	16
 
 mxf_limiter_t *mxf_limiter_new(unsigned slots_log2)
@@ -134,16 +134,19 @@ bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
 {
 	slot_t *slot = &lim->slots[key & lim->mask];
 
-	for (int tries = 0; tries < MAX_TRIES; tries++) {
+	/* Taking a slot over is retried a bounded number of times; once the
+	 * key is in place, the loop below only repeats when another thread
+	 * changed the state meanwhile (lock-free: one of them always wins). */
+	int takeovers = 0;
+	for (;;) {
 		uint64_t k = atomic_load(&slot->key);
 		uint64_t st = atomic_load(&slot->state);
 		bool expired = now >= UNTIL(st);
 
 		if (k != key) {
-			if (!expired) {
+			if (!expired || takeovers++ >= MAX_TRIES) {
 				return false; /* Held by another key still silent. */
 			}
-			/* Take the slot over; whoever wins, look again. */
 			if (atomic_compare_exchange_strong(&slot->key, &k, key)) {
 				atomic_compare_exchange_strong(&slot->state, &st, 0);
 			}
@@ -163,8 +166,6 @@ bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
 			}
 		}
 	}
-
-	return false;
 }
 
 uint32_t mxf_now(void)
@@ -236,6 +237,9 @@ size_t mxf_audit_format(char *buf, size_t size, const mxf_legacy_t *rec,
 	name_str(rec->exchange, exchange, sizeof(exchange));
 	mxf_addr_str(client, addr, sizeof(addr));
 
+	if (size == 0) {
+		return 0;
+	}
 	int n = snprintf(buf, size, "legacy MX %s, owner %s, preference %u, "
 	                 "exchange %s, risk %s, client %s, suppressed %u",
 	                 mxf_action_str(rec->action), owner, rec->pref, exchange,

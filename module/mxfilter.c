@@ -376,6 +376,9 @@ static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
 	if (ret == KNOT_EOK && res.enforced > 0 && fault_enomem()) {
 		ret = KNOT_ENOMEM;
 	}
+	if (ret != KNOT_EOK) {
+		res.enforced = 0; /* Not served; the legacy records stay blocked. */
+	}
 	count_result(mod, qdata, &res);
 
 	if (ret == KNOT_EOK) {

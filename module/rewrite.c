@@ -563,11 +563,12 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 			free_saved(pkt, s);
 			continue;
 		}
-		if (s->section > pkt->current) {
-			ret = knot_pkt_begin(pkt, (knot_section_t)s->section);
-			if (ret != KNOT_EOK) {
-				break;
-			}
+		/* Begin every section in order, as knotd does (I3). */
+		while (ret == KNOT_EOK && s->section > pkt->current) {
+			ret = knot_pkt_begin(pkt, (knot_section_t)(pkt->current + 1));
+		}
+		if (ret != KNOT_EOK) {
+			break;
 		}
 		uint16_t hint = owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
 		if (s->act == ACT_REPLACE) {
@@ -590,8 +591,8 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 	}
 
 	/* The caller may go on adding to the section it was in. */
-	if (ret == KNOT_EOK && orig_current > pkt->current) {
-		ret = knot_pkt_begin(pkt, orig_current);
+	while (ret == KNOT_EOK && orig_current > pkt->current) {
+		ret = knot_pkt_begin(pkt, (knot_section_t)(pkt->current + 1));
 	}
 
 	if (saved != stack) {
