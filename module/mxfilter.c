@@ -34,6 +34,7 @@
 #include "mxfilter/audit.h"
 #include "mxfilter/policy.h"
 #include "mxfilter/rewrite.h"
+#include "mxfilter/sign.h"
 
 /*** Configuration. ***/
 
@@ -169,6 +170,14 @@ static bool fault_enomem(void)
 #define fault_enomem()	false
 #endif
 
+/*** Per-zone context. ***/
+
+/* All a zone holds: the shared policy, and a signer if Knot signs it. */
+typedef struct {
+	const mxf_policy_t *policy;
+	mxf_signer_t *signer;
+} zone_ctx_t;
+
 /*** Counters (registered in this order). ***/
 
 enum {
@@ -242,6 +251,7 @@ typedef struct {
 	knotd_mod_t *mod;
 	knotd_qdata_t *qdata;
 	const mxf_policy_t *policy;
+	mxf_signer_t *signer;
 } audit_ctx_t;
 
 static void on_legacy(const mxf_legacy_t *rec, void *data)
@@ -293,17 +303,41 @@ static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
 
 /*** Hooks. ***/
 
+/* RRSIGs for an enforced RRset, shaped like the zone's own signatures. */
+static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
+{
+	audit_ctx_t *ac = data;
+	if (ac->signer == NULL) {
+		return KNOT_DNSSEC_ENOKEY; /* Signed zone we cannot sign for. */
+	}
+	knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_RRSIG);
+	knot_rrset_t keys = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
+	mxf_zone_keys_t zk = { .rrsig = &sigs.rrs, .dnskey = &keys.rrs };
+	return mxf_signer_sign(ac->signer, set, &zk, rrsig);
+}
+
 static mxf_ctx_t engine_ctx(knotd_mod_t *mod, audit_ctx_t *ac, knotd_qdata_t *qdata)
 {
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	ac->mod = mod;
 	ac->qdata = qdata;
-	ac->policy = knotd_mod_ctx(mod);
-	return (mxf_ctx_t) {
-		.policy = ac->policy,
+	ac->policy = zc->policy;
+	ac->signer = zc->signer;
+	mxf_ctx_t ctx = {
+		.policy = zc->policy,
 		.zone = knotd_mod_zone(mod),
 		.on_legacy = on_legacy,
 		.cb_data = ac,
 	};
+	/* A DO query to a signed zone gets signed enforced answers, or none. */
+	if (knot_pkt_has_dnssec(qdata->query)) {
+		knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG);
+		if (mxf_zone_is_signed(&sigs.rrs)) {
+			ctx.sign = sign_set;
+			ctx.sign_data = ac;
+		}
+	}
+	return ctx;
 }
 
 /* Apex MX: answer before Knot writes the zone's RRset. */
@@ -344,6 +378,9 @@ static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *p
 	int ret = fault_enomem() ? KNOT_ENOMEM :
 	          mxf_put_set(pkt, policy, knotd_mod_zone(mod), ttl,
 	                      KNOT_COMPR_HINT_QNAME, flags);
+	if (ret == KNOT_EOK) {
+		ret = mxf_put_rrsig(pkt, &ctx, flags);
+	}
 	count_result(mod, qdata, &res);
 	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC; /* TC set: the client retries over TCP. */
@@ -425,7 +462,7 @@ static knotd_state_t mxfilter_begin(knotd_state_t state, knot_pkt_t *pkt,
 static knotd_state_t mxfilter_end(knotd_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	const mxf_policy_t *policy = knotd_mod_ctx(mod);
+	const mxf_policy_t *policy = ((const zone_ctx_t *)knotd_mod_ctx(mod))->policy;
 
 	if (is_transfer(qdata)) {
 		/* Counted once, on the last message of a transfer that was served. */
@@ -511,6 +548,96 @@ static void log_policy(knotd_mod_t *mod, const mxf_policy_t *policy)
 	              policy->scope == MXF_SCOPE_ZONE ? "zone" : "apex", list);
 }
 
+#define C_DATABASE	"\x08""database"
+#define C_STORAGE	"\x07""storage"
+#define C_KASP_DB	"\x07""kasp-db"
+#define C_SIGNING	"\x0e""dnssec-signing"
+#define C_DNSSEC_POLICY	"\x0d""dnssec-policy"
+#define C_POLICY	"\x06""policy"
+#define C_KEYSTORE	"\x08""keystore"
+#define C_BACKEND	"\x07""backend"
+#define C_CONFIG	"\x06""config"
+
+#define KEYSTORE_PEM	1 /* Knot's value for "backend: pem". */
+
+static char *path_join(const char *base, const char *path)
+{
+	if (path == NULL || path[0] == '\0') {
+		return strdup(base);
+	}
+	if (path[0] == '/') {
+		return strdup(path);
+	}
+	size_t len = strlen(base) + strlen(path) + 2;
+	char *out = malloc(len);
+	if (out != NULL) {
+		(void)snprintf(out, len, "%s/%s", base, path);
+	}
+	return out;
+}
+
+/* The zone's PEM key store, resolved as Knot does: keystore "config"
+ * relative to database "kasp-db", itself relative to "storage". */
+static char *keystore_dir(knotd_mod_t *mod, const char **err)
+{
+	knotd_conf_t storage = knotd_conf(mod, C_DATABASE, C_STORAGE, NULL);
+	knotd_conf_t kaspdb = knotd_conf(mod, C_DATABASE, C_KASP_DB, NULL);
+	const char *config = "keys";
+	unsigned backend = KEYSTORE_PEM;
+
+	knotd_conf_t policy = knotd_conf_zone(mod, C_DNSSEC_POLICY, knotd_mod_zone(mod));
+	if (policy.count > 0 && policy.single.data_len > 0) {
+		knotd_conf_t ks = knotd_conf(mod, C_POLICY, C_KEYSTORE, &policy);
+		if (ks.count > 0 && ks.single.data_len > 0) {
+			backend = knotd_conf(mod, C_KEYSTORE, C_BACKEND, &ks).single.option;
+			config = knotd_conf(mod, C_KEYSTORE, C_CONFIG, &ks).single.string;
+		}
+	}
+	if (backend != KEYSTORE_PEM) {
+		*err = "only the PEM key store is supported";
+		return NULL;
+	}
+
+	char *base = path_join("/", storage.single.string);
+	char *kasp = (base != NULL) ? path_join(base, kaspdb.single.string) : NULL;
+	char *dir = (kasp != NULL) ? path_join(kasp, config) : NULL;
+	free(base);
+	free(kasp);
+	if (dir == NULL) {
+		*err = "out of memory";
+	}
+	return dir;
+}
+
+/* A signer for zones Knot signs; without one, DO answers that need
+ * enforcing in a signed zone fail closed. */
+static mxf_signer_t *signer_load(knotd_mod_t *mod)
+{
+	if (!knotd_conf_zone(mod, C_SIGNING, knotd_mod_zone(mod)).single.boolean) {
+		return NULL;
+	}
+	const char *err = NULL;
+	char *dir = keystore_dir(mod, &err);
+	mxf_signer_t *signer = (dir != NULL) ?
+	                       mxf_signer_new(knotd_mod_zone(mod), dir, &err) : NULL;
+	if (signer == NULL) {
+		knotd_mod_log(mod, LOG_ERR, "cannot sign enforced answers, key store '%s', "
+		              "DNSSEC queries needing enforcement will get SERVFAIL (%s)",
+		              dir != NULL ? dir : "?", err);
+	}
+	free(dir);
+	return signer;
+}
+
+static void zone_ctx_free(zone_ctx_t *zc)
+{
+	if (zc != NULL) {
+		mxf_signer_free(zc->signer);
+		mxf_policy_release(zc->policy);
+		free(zc);
+	}
+}
+
 static int mxfilter_load(knotd_mod_t *mod)
 {
 	mxf_conf_t conf;
@@ -528,22 +655,26 @@ static int mxfilter_load(knotd_mod_t *mod)
 		return KNOT_EINVAL;
 	}
 
+	zone_ctx_t *zc = calloc(1, sizeof(*zc));
+	if (zc == NULL) {
+		mxf_policy_release(policy);
+		return KNOT_ENOMEM;
+	}
+	zc->policy = policy;
+
 	ret = limiter_acquire();
 	if (ret != KNOT_EOK) {
-		mxf_policy_release(policy);
+		zone_ctx_free(zc);
 		return ret;
 	}
 
 	ret = register_counters(mod);
-	if (ret != KNOT_EOK) {
-		limiter_release();
-		mxf_policy_release(policy);
-		return ret;
+	if (ret == KNOT_EOK) {
+		zc->signer = signer_load(mod);
+		knotd_mod_ctx_set(mod, zc);
 	}
 
-	knotd_mod_ctx_set(mod, (void *)policy);
-
-	if (policy->transfer == MXF_XFR_REFUSE) {
+	if (ret == KNOT_EOK && policy->transfer == MXF_XFR_REFUSE) {
 		ret = knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_begin);
 	}
 	if (ret == KNOT_EOK && policy->mode == MXF_MODE_ENFORCE) {
@@ -558,7 +689,7 @@ static int mxfilter_load(knotd_mod_t *mod)
 	if (ret != KNOT_EOK) {
 		knotd_mod_ctx_set(mod, NULL);
 		limiter_release();
-		mxf_policy_release(policy);
+		zone_ctx_free(zc);
 		return ret;
 	}
 
@@ -570,9 +701,9 @@ static int mxfilter_load(knotd_mod_t *mod)
 
 static void mxfilter_unload(knotd_mod_t *mod)
 {
-	const mxf_policy_t *policy = knotd_mod_ctx(mod);
-	if (policy != NULL) {
-		mxf_policy_release(policy);
+	zone_ctx_t *zc = knotd_mod_ctx(mod);
+	if (zc != NULL) {
+		zone_ctx_free(zc);
 		limiter_release();
 	}
 }

@@ -280,6 +280,26 @@ int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
 	return knot_pkt_put(pkt, hint, &rr, flags);
 }
 
+int mxf_put_rrsig(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t flags)
+{
+	if (ctx->sign == NULL) {
+		return KNOT_EOK;
+	}
+	if (pkt->rrset_count == 0) {
+		return KNOT_EINVAL;
+	}
+	const knot_rrset_t *set = &pkt->rr[pkt->rrset_count - 1];
+	const knot_rrinfo_t *info = &pkt->rr_info[pkt->rrset_count - 1];
+	knot_rrset_t rrsig;
+	int ret = ctx->sign(ctx->sign_data, set, &rrsig);
+	if (ret != KNOT_EOK) {
+		return ret;
+	}
+	/* The owner is written exactly as the signed RRset's owner was. */
+	uint16_t hint = info->compress_ptr[KNOT_COMPR_HINT_OWNER];
+	return knot_pkt_put(pkt, hint, &rrsig, flags & ~(KNOT_PF_FREE | KNOT_PF_CHECKDUP));
+}
+
 /* Writes the replacement for \a orig (owner and TTL kept). */
 static int put_replacement(knot_pkt_t *pkt, const mxf_policy_t *policy,
                            saved_t *orig, uint16_t hint)
@@ -574,6 +594,9 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 		if (s->act == ACT_REPLACE) {
 			ret = put_replacement(pkt, ctx->policy, s, hint);
 			s->flags &= ~KNOT_PF_FREE; /* Handed over, or freed on error. */
+			if (ret == KNOT_EOK) {
+				ret = mxf_put_rrsig(pkt, ctx, s->flags);
+			}
 		} else {
 			ret = knot_pkt_put(pkt, hint, &s->rr, s->flags & ~KNOT_PF_CHECKDUP);
 			if (ret == KNOT_EOK) {

@@ -56,12 +56,20 @@ typedef struct {
 /*! Called once per legacy record found. */
 typedef void (*mxf_legacy_cb)(const mxf_legacy_t *rec, void *data);
 
+/*!
+ * Signs an enforced RRset: fills \a rrsig (memory owned by the callee, valid
+ * while the packet is built). Returns KNOT_EOK or an error (fail closed).
+ */
+typedef int (*mxf_sign_cb)(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig);
+
 /*! Per-call context (lives on the caller's stack). */
 typedef struct {
 	const mxf_policy_t *policy;
 	const knot_dname_t *zone;  /*!< Zone apex, lower-case. */
 	mxf_legacy_cb on_legacy;   /*!< Optional. */
 	void *cb_data;
+	mxf_sign_cb sign;          /*!< Optional: RRSIGs for each enforced RRset. */
+	void *sign_data;
 } mxf_ctx_t;
 
 /*! Outcome of one mxf_process() call. */
@@ -110,6 +118,12 @@ int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
                 const knot_dname_t *owner, uint32_t ttl, uint16_t hint,
                 uint16_t flags);
 
+/*!
+ * \brief Appends the RRSIGs of the RRset just written (the last one in the
+ *        packet) through ctx->sign; nothing when ctx->sign is NULL.
+ */
+int mxf_put_rrsig(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t flags);
+
 /*! \brief Whether \a rr is an RRset put by mxf_put_set(). */
 static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t *rr)
 {
@@ -121,8 +135,9 @@ static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t
  *
  * Classifies every MX RRset owned in the zone, reports each legacy record
  * through the callback and, where the policy says so, replaces the RRset by
- * the filtering set, drops the RRSIGs that covered it and the additional
- * records of blocked exchangers. Works on a packet at any stage of
+ * the filtering set (followed by its RRSIGs when ctx->sign is set), drops
+ * the RRSIGs that covered the old RRset and the additional records of
+ * blocked exchangers. Works on a packet at any stage of
  * construction (sections up to pkt->current); a packet without MX is not
  * touched and nothing is allocated.
  *
