@@ -266,6 +266,10 @@ static void on_legacy(const mxf_legacy_t *rec, void *data)
 		                            rec->owner;
 		uint64_t key = mxf_limiter_key(limiter, knotd_mod_zone(ac->mod), owner,
 		                               rec->pref, rec->exchange);
+		/* Lines of different actions are limited apart: switching a
+		 * zone from audit to enforce shows its first "blocked" line at
+		 * once. */
+		key ^= (uint64_t)rec->action << 40;
 		if (!mxf_limiter_hit(limiter, key, mxf_now(), ac->policy->log_interval,
 		                     &suppressed)) {
 			return;

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Behaviour 1, 2 and 10: every path an MX reaches a client by.
+
+One knotd with the module (zone enrolled + a non-enrolled zone) and one
+knotd without the module serving the same data, for comparison.
+"""
+
+import os
+import unittest
+
+from knotharness import FILTER_SET, Knotd, Zone, main, summary
+
+BODY = """
+@ MX 5 mailgate
+@ MX 40 smtp.isp.net.
+mailgate A 192.0.2.25
+mailgate AAAA 2001:db8::25
+sub MX 5 mailgate
+sub MX 15 relay.sub
+relay.sub A 192.0.2.26
+*.wild MX 5 mailgate
+alias CNAME alias2
+alias2 CNAME host
+host MX 7 mailgate
+host A 192.0.2.30
+mxonly MX 30 old.example.
+compliant 1234 MX 20 EUROPE.security-mail.net.
+compliant 1234 MX 10 France.Security-Mail.NET.
+www A 192.0.2.80
+www AAAA 2001:db8::80
+txt TXT "v=spf1 mx -all"
+ext CNAME mail.elsewhere.example.
+subset MX 10 france.security-mail.net.
+superset MX 10 france.security-mail.net.
+superset MX 20 europe.security-mail.net.
+superset MX 30 backup.isp.example.
+wrongpref MX 5 france.security-mail.net.
+wrongpref MX 20 europe.security-mail.net.
+dn DNAME tgt.your-domain.com.
+x.tgt MX 5 mailgate
+walias CNAME foo.wild
+child NS ns1.child
+ns1.child A 192.0.2.53
+"""
+
+CHILD_BODY = """
+@ MX 5 mailgate
+mailgate A 192.0.2.77
+"""
+
+PLAIN_BODY = """
+@ MX 5 mail
+mail A 192.0.2.99
+"""
+
+LEGACY = ("mailgate", "smtp.isp.net", "relay.sub", "old.example", "backup.isp.example")
+
+
+def zones(with_module):
+    mod = "mod-mxfilter" if with_module else None
+    return [Zone("your-domain.com", BODY, module=mod),
+            Zone("plain.test", PLAIN_BODY),
+            Zone("child.your-domain.com", CHILD_BODY)]
+
+
+class Answers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.k = Knotd(zones(True))
+        cls.k.start()
+        try:
+            cls.ref = Knotd(zones(False), load_module=False, name="reference")
+            cls.ref.start()
+        except Exception:
+            cls.k.stop(check=False)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.k.stop()
+        finally:
+            cls.ref.stop()
+
+    def variants(self):
+        for tcp in (False, True):
+            for edns in (True, False):
+                yield tcp, edns, "%s/%s" % ("TCP" if tcp else "UDP",
+                                            "EDNS" if edns else "no-EDNS")
+
+    def assert_no_legacy(self, r, what):
+        for rec in r.all_records():
+            for bad in LEGACY:
+                self.assertNotIn(bad, (rec[0] + " " + rec[3]).lower(),
+                                 "%s: legacy exchanger %s in reply\n%s" % (what, bad, r.text()))
+
+    def assert_enforced(self, r, owner, what, ttl=3600):
+        self.assertEqual(r.rcode, "NOERROR", "%s\n%s" % (what, r.text()))
+        self.assertTrue(r.aa, "%s: AA\n%s" % (what, r.text()))
+        mx = r.records("answer", "MX")
+        self.assertEqual(r.mx(), FILTER_SET, "%s: filtering set\n%s" % (what, r.text()))
+        self.assertEqual({m[0] for m in mx}, {owner}, "%s: owner spelling\n%s" % (what, r.text()))
+        self.assertEqual({m[1] for m in mx}, {ttl}, "%s: TTL\n%s" % (what, r.text()))
+        self.assert_no_legacy(r, what)
+
+    def test_apex(self):
+        for tcp, edns, what in self.variants():
+            self.assert_enforced(self.k.wire("your-domain.com", "MX", tcp=tcp, edns=edns),
+                                 "your-domain.com.", "apex " + what)
+
+    def test_subdomain(self):
+        """qtype MX below the apex; in-zone glue of legacy exchangers gone."""
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("sub.your-domain.com", "MX", tcp=tcp, edns=edns)
+            self.assert_enforced(r, "sub.your-domain.com.", "subdomain " + what)
+            self.assertEqual(r.additional, [], "subdomain %s: additional\n%s" % (what, r.text()))
+
+    def test_wildcard_0x20(self):
+        """Wildcard-synthesized MX; owner keeps the query's 0x20 spelling."""
+        label = "Q%sx" % os.urandom(4).hex()
+        for tcp, edns, what in self.variants():
+            for qname in ("WwW.WiLd.your-domain.com", label + ".wIlD.YOUR-domain.COM"):
+                r = self.k.wire(qname, "MX", tcp=tcp, edns=edns)
+                self.assert_enforced(r, qname + ".", "wildcard %s %s" % (qname, what))
+        r = self.k.kdig("random-%s.wild.your-domain.com" % os.urandom(3).hex(), "MX")
+        self.assert_enforced(r, r.answer[0][0] if r.answer else "?", "wildcard kdig")
+
+    def test_cname_chain(self):
+        """alias -> alias2 -> host (legacy MX): CNAMEs kept, MX replaced."""
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("alias.your-domain.com", "MX", tcp=tcp, edns=edns)
+            cn = r.records("answer", "CNAME")
+            self.assertEqual([(c[0], c[3]) for c in cn],
+                             [("alias.your-domain.com.", "alias2.your-domain.com."),
+                              ("alias2.your-domain.com.", "host.your-domain.com.")],
+                             "CNAME chain %s\n%s" % (what, r.text()))
+            self.assert_enforced(r, "host.your-domain.com.", "CNAME chain " + what)
+            self.assertEqual([a[2] for a in r.answer], ["CNAME", "CNAME", "MX", "MX"],
+                             "CNAMEs come first\n" + r.text())
+
+    def test_dname_and_cname_to_wildcard(self):
+        """DNAME-synthesized CNAME into the zone, and a CNAME to a wildcard
+        name: the MX at the end of the chain is replaced."""
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("X.dn.your-domain.com", "MX", tcp=tcp, edns=edns)
+            self.assertEqual([a[2] for a in r.answer], ["DNAME", "CNAME", "MX", "MX"],
+                             "DNAME %s\n%s" % (what, r.text()))
+            self.assert_enforced(r, "x.tgt.your-domain.com.", "DNAME " + what)
+            r = self.k.wire("walias.your-domain.com", "MX", tcp=tcp, edns=edns)
+            self.assertEqual(r.records("answer", "CNAME"),
+                             [("walias.your-domain.com.", 3600, "CNAME",
+                               "foo.wild.your-domain.com.")], r.text())
+            self.assert_enforced(r, "foo.wild.your-domain.com.", "CNAME->wildcard " + what)
+
+    def test_any_mx_only_node(self):
+        """ANY at a name holding only MX answers the filtering set."""
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("mxonly.your-domain.com", "ANY", tcp=tcp, edns=edns)
+            self.assert_enforced(r, "mxonly.your-domain.com.", "ANY " + what)
+
+    def test_compliant_untouched(self):
+        """A compliant set in other case/order: byte-identical to the
+        server without the module (TTL 1234 kept), and no log line."""
+        mark = self.k.mark()
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("compliant.your-domain.com", "MX", tcp=tcp, edns=edns)
+            ref = self.ref.wire("compliant.your-domain.com", "MX", tcp=tcp, edns=edns)
+            self.assertEqual(r.mx(), FILTER_SET, r.text())
+            self.assertEqual({a[1] for a in r.answer}, {1234}, "TTL kept\n" + r.text())
+            self.assertEqual(r.raw[2:], ref.raw[2:],
+                             "compliant %s differs from the reference\n%s\n%s" %
+                             (what, r.text(), ref.text()))
+        self.k.settle_log()
+        self.assertEqual(self.k.module_lines(mark, "legacy MX"), [])
+
+    def test_partial_sets(self):
+        """A subset, a superset and a wrong preference are not compliant:
+        replaced; only the records outside the filtering set are logged."""
+        mark = self.k.mark()
+        for name in ("subset", "superset", "wrongpref"):
+            for tcp, edns, what in self.variants():
+                r = self.k.wire(name + ".your-domain.com", "MX", tcp=tcp, edns=edns)
+                self.assert_enforced(r, name + ".your-domain.com.", name + " " + what)
+                self.assertNotIn("backup.isp.example", r.text().lower())
+        self.k.settle_log()
+        lines = self.k.module_lines(mark, "legacy MX")
+        sup = [l for l in lines if "owner superset." in l]
+        self.assertEqual(len(sup), 1, "\n".join(lines))
+        self.assertRegex(sup[0], r"preference 30, exchange backup\.isp\.example\., risk fallback,")
+        wp = [l for l in lines if "owner wrongpref." in l]
+        self.assertEqual(len(wp), 1, "\n".join(lines))
+        self.assertRegex(wp[0], r"preference 5, exchange france\.security-mail\.net\., risk bypass,")
+        self.assertEqual([l for l in lines if "owner subset." in l], [],
+                         "a subset has no legacy record to name")
+        s = self.k.zone_stats("your-domain.com")
+        self.assertTrue(s.get("enforced"), s)
+
+    def test_child_zone_not_enrolled(self):
+        """A child zone on the same server, not enrolled, is its own zone:
+        its MX is served untouched even though the parent is enrolled."""
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("child.your-domain.com", "MX", tcp=tcp, edns=edns)
+            ref = self.ref.wire("child.your-domain.com", "MX", tcp=tcp, edns=edns)
+            self.assertEqual(r.mx(), [(5, "mailgate.child.your-domain.com.")], r.text())
+            self.assertEqual(r.raw[2:], ref.raw[2:], what)
+
+    def test_not_enrolled_untouched(self):
+        """A zone without the module keeps its MX, byte for byte."""
+        mark = self.k.mark()
+        for tcp, edns, what in self.variants():
+            r = self.k.wire("plain.test", "MX", tcp=tcp, edns=edns)
+            ref = self.ref.wire("plain.test", "MX", tcp=tcp, edns=edns)
+            self.assertEqual(r.mx(), [(5, "mail.plain.test.")], r.text())
+            self.assertEqual(r.raw[2:], ref.raw[2:], "plain.test %s\n%s\n%s" %
+                             (what, r.text(), ref.text()))
+        self.k.settle_log()
+        self.assertEqual(self.k.module_lines(mark), [])
+
+    def test_non_mx_untouched(self):
+        """A, AAAA, TXT, NS, SOA, NXDOMAIN, NODATA, out-of-zone CNAME and
+        the A of the old mail server: same bytes as without the module."""
+        queries = [("www.your-domain.com", "A"), ("www.your-domain.com", "AAAA"),
+                   ("txt.your-domain.com", "TXT"), ("your-domain.com", "NS"),
+                   ("your-domain.com", "SOA"), ("mailgate.your-domain.com", "A"),
+                   ("nope.your-domain.com", "A"), ("nope.your-domain.com", "MX"),
+                   ("www.your-domain.com", "TXT"), ("ext.your-domain.com", "A"),
+                   ("host.your-domain.com", "A"), ("alias.your-domain.com", "A"),
+                   ("x.wild.your-domain.com", "A"), ("plain.test", "A")]
+        checked = []
+        for name, rtype in queries:
+            for tcp, edns, what in self.variants():
+                r = self.k.wire(name, rtype, tcp=tcp, edns=edns)
+                ref = self.ref.wire(name, rtype, tcp=tcp, edns=edns)
+                self.assertEqual(r.raw[2:], ref.raw[2:], "%s %s %s\n%s\n--- reference\n%s" %
+                                 (name, rtype, what, r.text(), ref.text()))
+            # kdig's view: identical answer sections.
+            a = self.k.kdig(name, rtype)
+            b = self.ref.kdig(name, rtype)
+            self.assertEqual((a.rcode, a.aa, a.answer, a.authority, a.additional),
+                             (b.rcode, b.aa, b.answer, b.authority, b.additional),
+                             "%s %s kdig" % (name, rtype))
+            checked.append("%s %s %s: identical" % (name, rtype, a.rcode))
+        summary("non-MX untouched", checked)
+
+    def test_additional_cleaned(self):
+        """No A/AAAA of a blocked exchanger anywhere in the reply."""
+        for name in ("your-domain.com", "sub.your-domain.com", "host.your-domain.com",
+                     "alias.your-domain.com", "x.wild.your-domain.com"):
+            r = self.k.kdig(name, "MX", bufsize=4096)
+            self.assert_no_legacy(r, name)
+            for rec in r.additional:
+                self.assertNotIn(rec[0], ("mailgate.your-domain.com.",
+                                          "relay.sub.your-domain.com."), r.text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fleet enrolment (DESIGN.md Scale): a catalog zone (RFC 9432) whose member
+group maps to a `catalog-template` that loads the module. Members of group
+`filtered` are enforced, the others are not; a member added to the catalog
+later is enrolled by its group; a group change takes effect at `knotc reload`
+(KNOT-NOTES.md)."""
+
+import unittest
+
+from knotharness import FILTER_SET, Knotd, Raw, Zone, main, summary, zone_text
+
+LEGACY = "@ MX 5 mailgate\nmailgate A 192.0.2.25"
+MEMBERS = ("member1.test", "member2.test", "member3.test", "member4.test")
+
+
+def catalog(serial, entries):
+    lines = ["$ORIGIN catalog.test.", "$TTL 0",
+             "@ SOA invalid. invalid. %d 3600 900 604800 0" % serial,
+             "@ NS invalid.", 'version TXT "2"']
+    for i, (zone, group) in enumerate(entries):
+        lines.append("m%d.zones PTR %s." % (i, zone))
+        if group:
+            lines.append('group.m%d.zones TXT "%s"' % (i, group))
+    return "\n".join(lines) + "\n"
+
+
+class Catalog(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cat = Zone("catalog.test",
+                   text=catalog(1, [("member1.test", "filtered"), ("member2.test", None)]),
+                   extra={"catalog-role": "interpret",
+                          "catalog-template": Raw("[ plain, filtered ]")})
+        cls.k = Knotd([cat], templates=[{"id": "plain"},
+                                        {"id": "filtered", "module": "mod-mxfilter"}],
+                      zone_files={m: zone_text(m, LEGACY) for m in MEMBERS})
+        cls.k.start()
+        try:
+            cls.k.wait_zones_loaded(zones=["member1.test", "member2.test"])
+        except Exception:
+            cls.k.stop(check=False)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.k.stop()
+
+    def mx(self, zone):
+        return self.k.kdig(zone, "MX").mx()
+
+    def test_1_groups(self):
+        self.assertEqual(self.mx("member1.test"), FILTER_SET, "group filtered: enforced")
+        self.assertEqual(self.mx("member2.test"), [(5, "mailgate.member2.test.")],
+                         "no group (template plain): untouched")
+        self.assertTrue(self.k.zone_stats("member1.test"))
+        summary("catalog", [l for l in self.k.knotc("zone-status").splitlines() if l])
+
+    def test_2_new_member(self):
+        """A member added to the catalog with group filtered is enforced."""
+        self.k.write_zone("catalog.test", catalog(2, [
+            ("member1.test", "filtered"), ("member2.test", None),
+            ("member3.test", "filtered"), ("member4.test", "plain")]))
+        self.k.knotc("-b", "zone-reload", "catalog.test")
+        self.k.wait_zones_loaded(zones=["member3.test", "member4.test"])
+        self.assertEqual(self.mx("member3.test"), FILTER_SET)
+        self.assertEqual(self.mx("member4.test"), [(5, "mailgate.member4.test.")])
+        self.assertEqual(self.mx("member1.test"), FILTER_SET)
+
+    def test_3_group_change_at_reload(self):
+        """member2 moves to group filtered: enforced after `knotc reload`."""
+        self.k.write_zone("catalog.test", catalog(3, [
+            ("member1.test", "filtered"), ("member2.test", "filtered"),
+            ("member3.test", "filtered"), ("member4.test", "plain")]))
+        self.k.knotc("-b", "zone-reload", "catalog.test")
+        self.k.reload()
+        self.k.wait_zones_loaded(zones=list(MEMBERS))
+        self.assertEqual(self.mx("member2.test"), FILTER_SET)
+        self.assertEqual(self.mx("member4.test"), [(5, "mailgate.member4.test.")])
+
+
+if __name__ == "__main__":
+    main()
