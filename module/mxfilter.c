@@ -344,44 +344,89 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, audit_ctx_t *ac, knotd_qdata_t *qd
 	return ctx;
 }
 
-/* Apex MX: answer before Knot writes the zone's RRset. */
+/*
+ * The zone's MX RRset at the QNAME, when the module can read it before Knot
+ * writes its answer: the apex on every Knot series, and any authoritative
+ * name where knotd_qdata_zone_rrset() exists (module ABI 600, Knot 3.4+).
+ * Names that are not plain authoritative data (wildcard matches, CNAMEs,
+ * names at or below a zone cut or a DNAME) are left to Knot and the ANSWER
+ * stage.
+ */
+static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
+                        const knot_dname_t *qname, knot_rrset_t *out)
+{
+	const knot_dname_t *zone = knotd_mod_zone(mod);
+	if (knot_dname_is_equal(qname, zone)) {
+		*out = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
+		return true;
+	}
+#if KNOTD_MOD_ABI_VERSION >= 600
+	if (knotd_qdata_zone_rrset(qdata, NULL, qname, KNOT_RRTYPE_MX, out) != KNOT_EOK ||
+	    knot_rrset_empty(out)) {
+		return false;
+	}
+	knot_rrset_t cut;
+	for (const knot_dname_t *n = qname; !knot_dname_is_equal(n, zone);
+	     n = knot_wire_next_label(n, NULL)) {
+		if ((knotd_qdata_zone_rrset(qdata, NULL, n, KNOT_RRTYPE_NS, &cut) == KNOT_EOK &&
+		     !knot_rrset_empty(&cut)) ||
+		    (n != qname &&
+		     knotd_qdata_zone_rrset(qdata, NULL, n, KNOT_RRTYPE_DNAME, &cut) == KNOT_EOK &&
+		     !knot_rrset_empty(&cut))) {
+			return false;
+		}
+	}
+	return true;
+#else
+	return false;
+#endif
+}
+
+/* MX query for a name whose RRset is known up front: answer the filtering
+ * set before Knot writes the zone's RRset (cheaper, and it cannot leak). */
 static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *pkt,
                                            knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	if (knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX ||
-	    !knot_dname_is_equal(knot_pkt_qname(pkt), knotd_mod_zone(mod))) {
+	if (knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX) {
 		return state;
 	}
+	const knot_dname_t *qname = knot_pkt_qname(pkt);
+	knot_rrset_t mx;
+	if (!early_rrset(qdata, mod, qname, &mx)) {
+		return state;
+	}
+	bool apex = knot_dname_is_equal(qname, knotd_mod_zone(mod));
 
 	audit_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
 	const mxf_policy_t *policy = ctx.policy;
+	if (!apex && policy->scope == MXF_SCOPE_APEX) {
+		return state; /* Served; reported as observed at ANSWER. */
+	}
 
-	knot_rrset_t apex = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
 	uint32_t ttl;
 	mxf_result_t res = { 0 };
-	if (knot_rrset_empty(&apex)) {
-		if (!policy->synthesize || policy->mode != MXF_MODE_ENFORCE) {
+	if (knot_rrset_empty(&mx)) {
+		if (!apex || !policy->synthesize) {
 			return state;
 		}
 		knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
 		ttl = policy->ttl_set ? policy->ttl : soa.ttl;
 	} else {
-		mxf_verdict_t verdict = mxf_classify(policy, &apex.rrs);
-		if (verdict == MXF_SET_COMPLIANT || policy->mode != MXF_MODE_ENFORCE ||
+		mxf_verdict_t verdict = mxf_classify(policy, &mx.rrs);
+		if (verdict == MXF_SET_COMPLIANT ||
 		    (verdict == MXF_SET_NULLMX && policy->null_mx == MXF_NULLMX_KEEP)) {
 			return state; /* Served by Knot, judged at ANSWER. */
 		}
-		apex.owner = (knot_dname_t *)knot_pkt_qname(pkt);
-		mxf_report(&ctx, &apex, false, MXF_ACTION_BLOCKED, &res);
-		ttl = policy->ttl_set ? policy->ttl : apex.ttl;
+		mxf_report(&ctx, &mx, false, MXF_ACTION_BLOCKED, &res);
+		ttl = policy->ttl_set ? policy->ttl : mx.ttl;
 	}
 
 	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
 	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
+	const knot_dname_t *owner = knot_rrset_empty(&mx) ? knotd_mod_zone(mod) : mx.owner;
 	int ret = fault_enomem() ? KNOT_ENOMEM :
-	          mxf_put_set(pkt, policy, knotd_mod_zone(mod), ttl,
-	                      KNOT_COMPR_HINT_QNAME, flags);
+	          mxf_put_set(pkt, policy, owner, ttl, KNOT_COMPR_HINT_QNAME, flags);
 	if (ret == KNOT_EOK) {
 		ret = mxf_put_rrsig(pkt, &ctx, flags);
 	}
@@ -389,14 +434,10 @@ static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *p
 	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC; /* TC set: the client retries over TCP. */
 	} else if (ret != KNOT_EOK) {
-		return fail_closed(mod, qdata, policy, knotd_mod_zone(mod), ret);
+		return fail_closed(mod, qdata, policy, owner, ret);
 	}
 
-	if (knot_rrset_empty(&apex)) {
-		count(mod, qdata, CTR_SYNTHESIZED, 0, 1);
-	} else {
-		count(mod, qdata, CTR_ENFORCED, 0, 1);
-	}
+	count(mod, qdata, knot_rrset_empty(&mx) ? CTR_SYNTHESIZED : CTR_ENFORCED, 0, 1);
 	knot_wire_set_aa(pkt->wire);
 	return KNOTD_IN_STATE_HIT;
 }
