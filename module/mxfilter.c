@@ -160,14 +160,18 @@ static void limiter_release(void)
 }
 
 #ifdef MXF_FAULT_INJECTION
-/* Test build only: MXFILTER_FAULT=enomem makes every enforcement fail. */
-static bool fault_enomem(void)
+/* Test build only: MXFILTER_FAULT=enomem makes every enforcement fail,
+ * MXFILTER_FAULT=load makes the module's set-up fail for every zone. */
+static bool fault(const char *what)
 {
 	const char *f = getenv("MXFILTER_FAULT");
-	return f != NULL && strcmp(f, "enomem") == 0;
+	return f != NULL && strcmp(f, what) == 0;
 }
+#define fault_enomem()	fault("enomem")
+#define fault_load()	fault("load")
 #else
 #define fault_enomem()	false
+#define fault_load()	false
 #endif
 
 /*** Per-zone context. ***/
@@ -683,59 +687,94 @@ static void zone_ctx_free(zone_ctx_t *zc)
 	}
 }
 
-static int mxfilter_load(knotd_mod_t *mod)
+/*
+ * A zone whose module cannot be set up (out of memory, a configuration that
+ * reached the server unchecked) must not fall back to serving legacy MX:
+ * when a module's load fails, Knot serves the zone without it. So load then
+ * succeeds with this hook alone, and MX and ANY queries get SERVFAIL.
+ */
+static knotd_state_t mxfilter_broken(knotd_state_t state, knot_pkt_t *pkt,
+                                     knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	uint16_t qtype = knot_pkt_qtype(qdata->query);
+	if (qdata->type == KNOTD_QUERY_TYPE_NORMAL &&
+	    (qtype == KNOT_RRTYPE_MX || qtype == KNOT_RRTYPE_ANY)) {
+		qdata->rcode = KNOT_RCODE_SERVFAIL;
+		return KNOTD_STATE_FAIL;
+	}
+	return state;
+}
+
+static int load_fail_closed(knotd_mod_t *mod, const char *reason)
+{
+	knotd_mod_log(mod, LOG_ERR, "cannot enforce, MX and ANY queries will get "
+	              "SERVFAIL (%s)", reason);
+	knotd_mod_ctx_set(mod, NULL);
+	return knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_broken);
+}
+
+static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
 {
 	mxf_conf_t conf;
 	knotd_conf_t ex;
 	const char *values[MXF_MAX_EXCHANGES];
-	int ret = read_conf(mod, &conf, &ex, values);
-	const char *err = "too many exchanges";
+	*err = "too many exchanges";
 	const mxf_policy_t *policy = NULL;
-	if (ret == KNOT_EOK) {
-		policy = mxf_policy_acquire(&conf, &err);
+	if (read_conf(mod, &conf, &ex, values) == KNOT_EOK) {
+		policy = mxf_policy_acquire(&conf, err);
 	}
 	knotd_conf_free(&ex);
 	if (policy == NULL) {
-		knotd_mod_log(mod, LOG_ERR, "invalid configuration (%s)", err);
-		return KNOT_EINVAL;
+		return NULL;
 	}
 
 	zone_ctx_t *zc = calloc(1, sizeof(*zc));
-	if (zc == NULL) {
+	if (zc == NULL || limiter_acquire() != KNOT_EOK) {
+		free(zc);
 		mxf_policy_release(policy);
-		return KNOT_ENOMEM;
+		*err = knot_strerror(KNOT_ENOMEM);
+		return NULL;
 	}
 	zc->policy = policy;
+	zc->signer = signer_load(mod);
+	return zc;
+}
 
-	ret = limiter_acquire();
+static int mxfilter_load(knotd_mod_t *mod)
+{
+	const char *err = knot_strerror(KNOT_ENOMEM);
+	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, &err);
+	if (zc == NULL) {
+		return load_fail_closed(mod, err);
+	}
+	int ret = register_counters(mod);
 	if (ret != KNOT_EOK) {
 		zone_ctx_free(zc);
-		return ret;
+		limiter_release();
+		return load_fail_closed(mod, knot_strerror(ret));
 	}
+	knotd_mod_ctx_set(mod, zc);
 
-	ret = register_counters(mod);
-	if (ret == KNOT_EOK) {
-		zc->signer = signer_load(mod);
-		knotd_mod_ctx_set(mod, zc);
+	/* Hooks last. Knot does not remove the hooks of a module whose load
+	 * fails, so once one is registered the load must succeed. */
+	const mxf_policy_t *policy = zc->policy;
+	ret = knotd_mod_hook(mod, KNOTD_STAGE_END, mxfilter_end);
+	if (ret != KNOT_EOK) {
+		zone_ctx_free(zc);
+		limiter_release();
+		return load_fail_closed(mod, knot_strerror(ret));
 	}
-
-	if (ret == KNOT_EOK && policy->transfer == MXF_XFR_REFUSE) {
-		ret = knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_begin);
-	}
+	ret = knotd_mod_in_hook(mod, KNOTD_STAGE_ANSWER, mxfilter_answer);
 	if (ret == KNOT_EOK && policy->mode == MXF_MODE_ENFORCE) {
 		ret = knotd_mod_in_hook(mod, KNOTD_STAGE_PREANSWER, mxfilter_preanswer);
 	}
-	if (ret == KNOT_EOK) {
-		ret = knotd_mod_in_hook(mod, KNOTD_STAGE_ANSWER, mxfilter_answer);
-	}
-	if (ret == KNOT_EOK) {
-		ret = knotd_mod_hook(mod, KNOTD_STAGE_END, mxfilter_end);
+	if (ret == KNOT_EOK && policy->transfer == MXF_XFR_REFUSE) {
+		ret = knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_begin);
 	}
 	if (ret != KNOT_EOK) {
-		knotd_mod_ctx_set(mod, NULL);
-		limiter_release();
-		zone_ctx_free(zc);
-		return ret;
+		/* The END check still keeps legacy MX out of answers. */
+		knotd_mod_log(mod, LOG_ERR, "failed to register all hooks, enforcing "
+		              "at the end stage only (%s)", knot_strerror(ret));
 	}
 
 	if (mxf_policy_refs(policy) == 1) {

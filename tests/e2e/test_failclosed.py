@@ -97,5 +97,44 @@ class FailClosed(unittest.TestCase):
         self.assertEqual((r.rcode, r.mx()), ("NOERROR", [(5, "mail.plain.test.")]))
 
 
+class LoadFailsClosed(unittest.TestCase):
+    """A zone whose module cannot be set up (MXFILTER_FAULT=load: the load
+    behaves as if memory ran out) is not served without the module: its MX
+    and ANY queries get SERVFAIL, everything else is answered."""
+
+    @classmethod
+    def setUpClass(cls):
+        so = module_so("MXFILTER_FAULTY_SO")
+        if so is None:
+            raise unittest.SkipTest("MXFILTER_FAULTY_SO not set or missing")
+        cls.k = Knotd(ZONES, so=so, env={"MXFILTER_FAULT": "load"},
+                      allow_module_errors=True)
+        cls.k.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.k.stop()
+
+    def test_mx_and_any_servfail(self):
+        seen = []
+        for name, rtype in (("legacy.test", "MX"), ("sub.legacy.test", "MX"),
+                            ("mxonly.legacy.test", "ANY"), ("empty.test", "MX")):
+            for tcp in (False, True):
+                r = self.k.wire(name, rtype, tcp=tcp)
+                what = "%s %s tcp=%s" % (name, rtype, tcp)
+                self.assertEqual(r.rcode, "SERVFAIL", what + "\n" + r.text())
+                self.assertEqual(r.all_records(), [], what + "\n" + r.text())
+                seen.append("%s: %s" % (what, r.rcode))
+        r = self.k.kdig("www.legacy.test", "A")
+        self.assertEqual((r.rcode, r.answer),
+                         ("NOERROR", [("www.legacy.test.", 3600, "A", "192.0.2.80")]))
+        r = self.k.kdig("plain.test", "MX")
+        self.assertEqual((r.rcode, r.mx()), ("NOERROR", [(5, "mail.plain.test.")]))
+        lines = self.k.wait_log(r" error: \[legacy\.test\.\] module 'mod-mxfilter', "
+                                r"cannot enforce, MX and ANY queries will get SERVFAIL")
+        self.assertTrue(lines, "\n".join(self.k.module_lines()))
+        summary("load fails closed", seen[:3] + lines[:1])
+
+
 if __name__ == "__main__":
     main()
