@@ -32,6 +32,7 @@
 #include <knot/module.h>
 
 #include "mxfilter/audit.h"
+#include "mxfilter/compat.h"
 #include "mxfilter/policy.h"
 #include "mxfilter/rewrite.h"
 #include "mxfilter/sign.h"
@@ -371,7 +372,7 @@ static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
 	}
 	knot_rrset_t cut;
 	for (const knot_dname_t *n = qname; !knot_dname_is_equal(n, zone);
-	     n = knot_wire_next_label(n, NULL)) {
+	     n = mxf_dname_next_label(n)) {
 		if ((knotd_qdata_zone_rrset(qdata, NULL, n, KNOT_RRTYPE_NS, &cut) == KNOT_EOK &&
 		     !knot_rrset_empty(&cut)) ||
 		    (n != qname &&

@@ -39,6 +39,7 @@
 
 #include <string.h>
 
+#include "mxfilter/compat.h"
 #include "mxfilter/rewrite.h"
 
 enum {
@@ -175,7 +176,7 @@ static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone)
 		return false;
 	}
 	while (diff-- > 0) {
-		name = knot_wire_next_label(name, NULL);
+		name = mxf_dname_next_label(name);
 	}
 	return knot_dname_is_case_equal(name, zone);
 }
@@ -369,6 +370,17 @@ static void cut_packet(knot_pkt_t *pkt, uint16_t cut, int cut_sec)
 	                                             pkt->wire);
 }
 
+/* Fail closed: drop every RRset from entry \a idx on (I5, I7). */
+static void drop_from(knot_pkt_t *pkt, uint16_t idx, int sec)
+{
+	for (uint16_t i = idx; i < pkt->rrset_count; i++) {
+		if (pkt->rr_info[i].flags & KNOT_PF_FREE) {
+			knot_rrset_clear(&pkt->rr[i], &pkt->mm);
+		}
+	}
+	cut_packet(pkt, idx, sec);
+}
+
 /*
  * Compression hint for an owner written again. If the original owner was a
  * pointer to a name before the cut, the same pointer reproduces the original
@@ -484,7 +496,7 @@ static bool covers_removed_mx(const knot_pkt_t *pkt, const uint8_t *act, uint16_
 	const knot_dname_t *sig_owner = pkt->rr[sig].owner;
 	uint16_t sig_ptr = pkt->rr_info[sig].compress_ptr[KNOT_COMPR_HINT_OWNER];
 	const knot_dname_t *wild_parent = knot_dname_is_wildcard(sig_owner) ?
-	                                  knot_wire_next_label(sig_owner, NULL) : NULL;
+	                                  mxf_dname_next_label(sig_owner) : NULL;
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
 		if (rr->type != KNOT_RRTYPE_MX || ACT(act[i]) == ACT_KEEP) {
@@ -562,13 +574,7 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 	if (tail > STACK_ENTRIES) {
 		saved = pkt_alloc(pkt, tail * sizeof(*saved));
 		if (saved == NULL) {
-			/* Cannot rebuild: cut everything from the first change. */
-			for (uint16_t i = cut; i < count; i++) {
-				if (pkt->rr_info[i].flags & KNOT_PF_FREE) {
-					knot_rrset_clear(&pkt->rr[i], &pkt->mm);
-				}
-			}
-			cut_packet(pkt, cut, cut_sec);
+			drop_from(pkt, cut, cut_sec); /* Cannot rebuild: I7. */
 			return KNOT_ENOMEM;
 		}
 	}
@@ -660,6 +666,13 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	if (count > STACK_ENTRIES) {
 		act = pkt_alloc(pkt, count);
 		if (act == NULL) {
+			/* Cannot even classify: no MX may stay (I7). */
+			int sec = section_of(pkt, first);
+			if (sec >= 0) {
+				drop_from(pkt, first, sec);
+			} else {
+				drop_from(pkt, 0, KNOT_ANSWER);
+			}
 			return KNOT_ENOMEM;
 		}
 	}

@@ -301,11 +301,13 @@ def _from_kdig_json(obj):
     res.tc = bool(obj.get("TC"))
     res.ad = bool(obj.get("AD"))
     res.cd = bool(obj.get("CD"))
+    if "EDNS" in obj:  # kdig 3.4 prints OPT as a separate "EDNS" object
+        res.opt = obj["EDNS"]
     for sec, key in (("answer", "answerRRs"), ("authority", "authorityRRs"),
                      ("additional", "additionalRRs")):
         for rr in obj.get(key, []):
             tname = rr.get("TYPEname") or "TYPE%d" % rr["TYPE"]
-            if tname == "OPT":
+            if tname == "OPT":  # kdig 3.2 lists OPT among the records
                 res.opt = rr
                 continue
             rdata = rr.get("rdata" + tname)
@@ -647,7 +649,12 @@ class Knotd:
             else:
                 self._knotc_raw("stop", timeout=5)
                 try:
-                    self.proc.wait(timeout=5)
+                    # Knot 3.4 runs control commands in helper threads; the
+                    # main thread acts on a processed `stop` only when its
+                    # accept() poll times out (a fixed 5 s). Knot 3.2 exits
+                    # at once. (Waking it with an empty connection to the
+                    # control socket hangs 3.4.6 for good: don't.)
+                    self.proc.wait(timeout=12)
                 except subprocess.TimeoutExpired:
                     self.proc.send_signal(signal.SIGTERM)
                     try:
