@@ -489,14 +489,12 @@ static bool is_blocked_exchange(const knot_pkt_t *pkt, const mxf_ctx_t *ctx,
  * Whether the RRSIG at \a sig covers a removed MX RRset. Usually the owners
  * are equal. For a wildcard answer reached through a CNAME, Knot gives the
  * MX a copy of the expanded name but keeps the RRSIG under the wildcard
- * owner ("*.x"), written with the MX's owner pointer: match either.
+ * owner ("*.x"), written with the MX's owner pointer: that pointer matches.
  */
 static bool covers_removed_mx(const knot_pkt_t *pkt, const uint8_t *act, uint16_t sig)
 {
 	const knot_dname_t *sig_owner = pkt->rr[sig].owner;
 	uint16_t sig_ptr = pkt->rr_info[sig].compress_ptr[KNOT_COMPR_HINT_OWNER];
-	const knot_dname_t *wild_parent = knot_dname_is_wildcard(sig_owner) ?
-	                                  mxf_dname_next_label(sig_owner) : NULL;
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
 		if (rr->type != KNOT_RRTYPE_MX || ACT(act[i]) == ACT_KEEP) {
@@ -504,9 +502,7 @@ static bool covers_removed_mx(const knot_pkt_t *pkt, const uint8_t *act, uint16_
 		}
 		if (knot_dname_is_case_equal(rr->owner, sig_owner) ||
 		    (sig_ptr >= KNOT_WIRE_HEADER_SIZE &&
-		     sig_ptr == pkt->rr_info[i].compress_ptr[KNOT_COMPR_HINT_OWNER]) ||
-		    (wild_parent != NULL && in_zone(rr->owner, wild_parent) &&
-		     !knot_dname_is_case_equal(rr->owner, wild_parent))) {
+		     sig_ptr == pkt->rr_info[i].compress_ptr[KNOT_COMPR_HINT_OWNER])) {
 			return true;
 		}
 	}
