@@ -265,12 +265,14 @@ static void on_legacy(const mxf_legacy_t *rec, void *data)
 	uint32_t suppressed = 0;
 
 	if (ac->policy->log_interval > 0) {
-		/* Wildcard answers are limited per zone, not per query name, so
-		 * random names cannot flood the log. */
+		/* Owners are absolute names, so the zone adds nothing to the
+		 * key, except for wildcard answers: those are limited per zone,
+		 * not per query name, so random names cannot flood the log. */
 		const knot_dname_t *owner = rec->expanded ? (const knot_dname_t *)"\x01*" :
 		                            rec->owner;
-		uint64_t key = mxf_limiter_key(limiter, knotd_mod_zone(ac->mod), owner,
-		                               rec->pref, rec->exchange);
+		const knot_dname_t *zone = rec->expanded ? knotd_mod_zone(ac->mod) : NULL;
+		uint64_t key = mxf_limiter_key(limiter, zone, owner, rec->pref,
+		                               rec->exchange);
 		/* Lines of different actions are limited apart: switching a
 		 * zone from audit to enforce shows its first "blocked" line at
 		 * once. */
@@ -389,12 +391,22 @@ static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
 
 /* MX query for a name whose RRset is known up front: answer the filtering
  * set before Knot writes the zone's RRset (cheaper, and it cannot leak). */
+__attribute__((noinline))
+static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
+                                     knotd_qdata_t *qdata, knotd_mod_t *mod);
+
 static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *pkt,
                                            knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	if (knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX) {
+	if (__builtin_expect(knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX, 1)) {
 		return state;
 	}
+	return preanswer_mx(state, pkt, qdata, mod);
+}
+
+static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
+                                     knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
 	const knot_dname_t *qname = knot_pkt_qname(pkt);
 	knot_rrset_t mx;
 	if (!early_rrset(qdata, mod, qname, &mx)) {
@@ -447,14 +459,24 @@ static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *p
 	return KNOTD_IN_STATE_HIT;
 }
 
+static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
+                                  knotd_qdata_t *qdata, knotd_mod_t *mod);
+
 /* Any MX in the answer (subdomains, wildcards, CNAME targets, ANY). */
 static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
                                         knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	uint16_t qtype = knot_pkt_qtype(pkt);
-	if (qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY) {
+	if (__builtin_expect(qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY, 1)) {
 		return state;
 	}
+	return answer_mx(state, pkt, qdata, mod);
+}
+
+__attribute__((noinline))
+static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
+                                  knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
 
 	audit_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
@@ -509,8 +531,24 @@ static knotd_state_t mxfilter_begin(knotd_state_t state, knot_pkt_t *pkt,
 	return KNOTD_STATE_FAIL;
 }
 
+static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
+                              knotd_qdata_t *qdata, knotd_mod_t *mod);
+
 static knotd_state_t mxfilter_end(knotd_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	/* Only MX/ANY answers and transfers matter here. */
+	uint16_t qtype = knot_pkt_qtype(pkt);
+	if (__builtin_expect(qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY &&
+	                     !is_transfer(qdata), 1)) {
+		return state;
+	}
+	return end_slow(state, pkt, qdata, mod);
+}
+
+__attribute__((noinline))
+static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
+                              knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	const mxf_policy_t *policy = ((const zone_ctx_t *)knotd_mod_ctx(mod))->policy;
 

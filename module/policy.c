@@ -220,6 +220,7 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 	for (uint16_t i = 0; i < policy->count; i++) {
 		policy->ex[i].pref = knot_wire_read_u16(rd->data);
 		policy->ex[i].name = rd->data + 2;
+		policy->ex[i].size = rd->len - 2;
 		if (policy->ex[i].pref < policy->min_pref) {
 			policy->min_pref = policy->ex[i].pref;
 		}

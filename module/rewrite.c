@@ -41,6 +41,7 @@
 
 #include "mxfilter/compat.h"
 #include "mxfilter/rewrite.h"
+#include "wire.h"
 
 enum {
 	ACT_KEEP = 0,
@@ -101,17 +102,27 @@ static const knot_dname_t *rdata_exchange(const knot_rdata_t *rd)
 	return (size > 0 && (size_t)size == (size_t)rd->len - 2) ? name : NULL;
 }
 
-/* Index of the policy exchange matching \a rd, or -1. */
+/* Whether \a rrs is byte for byte the policy's set (canonical order,
+ * lower-case names): the common compliant case, one memcmp. */
+static inline bool rrs_is_policy(const mxf_policy_t *policy, const knot_rdataset_t *rrs)
+{
+	return rrs->count == policy->rrs.count && rrs->size == policy->rrs.size &&
+	       memcmp(rrs->rdata, policy->rrs.rdata, rrs->size) == 0;
+}
+
+/* Index of the policy exchange matching \a rd, or -1. The size and the
+ * preference are compared first: most legacy records stop there. */
 static int policy_index(const mxf_policy_t *policy, const knot_rdata_t *rd)
 {
-	const knot_dname_t *name = rdata_exchange(rd);
-	if (name == NULL) {
+	if (rd->len < 3) {
 		return -1;
 	}
 	uint16_t pref = knot_wire_read_u16(rd->data);
+	uint16_t size = rd->len - 2;
 	for (uint16_t i = 0; i < policy->count; i++) {
-		if (policy->ex[i].pref == pref &&
-		    knot_dname_is_case_equal(policy->ex[i].name, name)) {
+		const mxf_exchange_t *ex = &policy->ex[i];
+		if (ex->pref == pref && ex->size == size &&
+		    mxf_wire_case_equal(rd->data + 2, ex->name, size)) {
 			return i;
 		}
 	}
@@ -134,6 +145,13 @@ typedef struct {
 static void acc_add(verdict_acc_t *acc, const mxf_policy_t *policy,
                     const knot_rdataset_t *rrs)
 {
+	if (rrs_is_policy(policy, rrs)) {
+		acc->seen |= (policy->count >= 32) ? UINT32_MAX :
+		            (((uint32_t)1 << policy->count) - 1);
+		acc->nullmx = false;
+		acc->records += rrs->count;
+		return;
+	}
 	const knot_rdata_t *rd = rrs->rdata;
 	for (uint16_t i = 0; i < rrs->count; i++) {
 		int idx = policy_index(policy, rd);
@@ -168,17 +186,25 @@ mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rr
 	return acc_verdict(&acc, policy);
 }
 
-/* Case-insensitive: is \a name at or below \a zone? */
+/* Case-insensitive: is \a name (uncompressed) at or below \a zone? Walks
+ * the label lengths only; compares the one suffix of the zone's size. */
 static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone)
 {
-	int diff = (int)knot_dname_labels(name, NULL) - (int)knot_dname_labels(zone, NULL);
-	if (diff < 0) {
-		return false;
+	size_t zone_size = 0;
+	while (zone[zone_size] != 0) {
+		zone_size += 1 + zone[zone_size];
 	}
-	while (diff-- > 0) {
-		name = mxf_dname_next_label(name);
+	zone_size++;
+	size_t size = 0;
+	while (name[size] != 0) {
+		size += 1 + name[size];
 	}
-	return knot_dname_is_case_equal(name, zone);
+	size++;
+	size_t pos = 0;
+	while (size - pos > zone_size) {
+		pos += 1 + name[pos];
+	}
+	return size - pos == zone_size && mxf_wire_case_equal(name + pos, zone, zone_size);
 }
 
 static bool in_scope(const mxf_ctx_t *ctx, const knot_dname_t *owner)
@@ -676,7 +702,8 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 
 	bool change = false;
 	for (uint16_t i = first; i < count; i++) {
-		if ((act[i] & ACT_SEEN) || !is_mx_candidate(ctx, &pkt->rr[i])) {
+		if ((act[i] & ACT_SEEN) ||
+		    (i != first && !is_mx_candidate(ctx, &pkt->rr[i]))) {
 			continue;
 		}
 		int sec = section_of(pkt, i);
@@ -708,7 +735,8 @@ bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 	}
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
-		if (!is_mx_candidate(ctx, rr) || !in_scope(ctx, rr->owner)) {
+		if (!is_mx_candidate(ctx, rr) || rrs_is_policy(ctx->policy, &rr->rrs) ||
+		    !in_scope(ctx, rr->owner)) {
 			continue;
 		}
 		const knot_rdata_t *rd = rr->rrs.rdata;

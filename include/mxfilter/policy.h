@@ -65,6 +65,7 @@ typedef struct {
 /*! One exchange of the filtering set. */
 typedef struct {
 	uint16_t pref;
+	uint16_t size;               /*!< Wire size of name. */
 	const knot_dname_t *name;    /*!< Lower-case, points into the policy's rdata. */
 } mxf_exchange_t;
 

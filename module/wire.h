@@ -1,0 +1,56 @@
+/*  mxfilter: enforce a mail-filtering MX set in Knot DNS answers.
+ *  SPDX-License-Identifier: GPL-3.0-or-later
+ */
+
+/*
+ * Engine-internal helpers on names in wire form (not installed).
+ *
+ * Label length bytes are at most 63, never ASCII letters, so folding the
+ * case of a whole wire-form name touches its letters only, and a byte-wise
+ * comparison of two equally sized wire forms is a name comparison.
+ */
+
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ASCII upper case to lower case in 8 bytes at once (exact: bytes >= 0x80
+ * and non-letters are kept). */
+static inline uint64_t mxf_lower8(uint64_t w)
+{
+	uint64_t hept = w & 0x7f7f7f7f7f7f7f7fULL;
+	uint64_t ge_a = hept + 0x3f3f3f3f3f3f3f3fULL; /* bit 7: byte >= 'A' */
+	uint64_t gt_z = hept + 0x2525252525252525ULL; /* bit 7: byte > 'Z' */
+	uint64_t upper = (ge_a ^ gt_z) & ~w & 0x8080808080808080ULL;
+	return w | (upper >> 2);
+}
+
+/* Whether \a n bytes of wire name \a a equal the lower-case \a lower,
+ * ignoring ASCII case. */
+static inline bool mxf_wire_case_equal(const uint8_t *a, const uint8_t *lower, size_t n)
+{
+	while (n >= 8) {
+		uint64_t x, y;
+		memcpy(&x, a, 8);
+		memcpy(&y, lower, 8);
+		if (mxf_lower8(x) != y) {
+			return false;
+		}
+		a += 8;
+		lower += 8;
+		n -= 8;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = a[i];
+		if (c >= 'A' && c <= 'Z') {
+			c |= 0x20;
+		}
+		if (c != lower[i]) {
+			return false;
+		}
+	}
+	return true;
+}
