@@ -490,8 +490,8 @@ static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 	}
 	count_result(mod, qdata, &res);
 
-	if (ret == KNOT_EOK) {
-		return state;
+	if (ret == KNOT_EOK || ctx.policy->mode == MXF_MODE_AUDIT) {
+		return state; /* Audit mode serves the zone's data whatever happens. */
 	} else if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC;
 	}

@@ -688,9 +688,12 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	if (count > STACK_ENTRIES) {
 		act = pkt_alloc(pkt, count);
 		if (act == NULL) {
-			/* Cannot even classify: no MX may stay (I7). */
+			/* Cannot even classify. Audit mode serves the data as it
+			 * is; enforce mode lets no MX stay (I7). */
 			int sec = section_of(pkt, first);
-			if (sec >= 0) {
+			if (ctx->policy->mode == MXF_MODE_AUDIT) {
+				return KNOT_ENOMEM;
+			} else if (sec >= 0) {
 				drop_from(pkt, first, sec);
 			} else {
 				drop_from(pkt, 0, KNOT_ANSWER);

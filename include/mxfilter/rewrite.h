@@ -147,6 +147,8 @@ static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t
  *                      allowed, and no legacy MX.
  * \retval <0           Other error; the packet holds no legacy MX either, but
  *                      the caller must not send it as a complete answer.
+ *
+ * In audit mode the packet is never changed, whatever the outcome.
  */
 int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res);
 
