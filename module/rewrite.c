@@ -689,14 +689,10 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 		act = pkt_alloc(pkt, count);
 		if (act == NULL) {
 			/* Cannot even classify. Audit mode serves the data as it
-			 * is; enforce mode lets no MX stay (I7). */
-			int sec = section_of(pkt, first);
-			if (ctx->policy->mode == MXF_MODE_AUDIT) {
-				return KNOT_ENOMEM;
-			} else if (sec >= 0) {
-				drop_from(pkt, first, sec);
-			} else {
-				drop_from(pkt, 0, KNOT_ANSWER);
+			 * is; enforce mode keeps nothing that may be legacy or
+			 * sign it: everything from the answer on goes (I7). */
+			if (ctx->policy->mode != MXF_MODE_AUDIT) {
+				drop_from(pkt, pkt->sections[KNOT_ANSWER].pos, KNOT_ANSWER);
 			}
 			return KNOT_ENOMEM;
 		}
