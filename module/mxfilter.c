@@ -779,8 +779,31 @@ static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
 	return zc;
 }
 
+#define C_MODULE	"\x06""module"
+#define ONLINESIGN	"\x0e""mod-onlinesign"
+
+/* Whether the zone also runs mod-onlinesign, which signs answers itself:
+ * the two modules' answer hooks would race on the same RRsets. */
+static bool zone_has_onlinesign(knotd_mod_t *mod)
+{
+	knotd_conf_t mods = knotd_conf_zone(mod, C_MODULE, knotd_mod_zone(mod));
+	bool found = false;
+	for (size_t i = 0; i < mods.count && !found; i++) {
+		const uint8_t *d = mods.multi[i].data;
+		size_t len = mods.multi[i].data_len;
+		found = d != NULL && len >= sizeof(ONLINESIGN) - 1 &&
+		        memcmp(d, ONLINESIGN, sizeof(ONLINESIGN) - 1) == 0;
+	}
+	knotd_conf_free(&mods);
+	return found;
+}
+
 static int mxfilter_load(knotd_mod_t *mod)
 {
+	if (zone_has_onlinesign(mod)) {
+		return load_fail_closed(mod, "mod-onlinesign on the same zone is not "
+		                        "supported, use automatic signing");
+	}
 	const char *err = knot_strerror(KNOT_ENOMEM);
 	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, &err);
 	if (zc == NULL) {

@@ -9,7 +9,7 @@ MXFILTER_FAULT=enomem in knotd's environment: every enforcement fails.
 
 import unittest
 
-from knotharness import Knotd, Zone, main, module_so, summary
+from knotharness import Knotd, Raw, Zone, main, module_so, summary
 
 LEGACY = """
 @ MX 5 mailgate
@@ -134,6 +134,29 @@ class LoadFailsClosed(unittest.TestCase):
                                 r"cannot enforce, MX and ANY queries will get SERVFAIL")
         self.assertTrue(lines, "\n".join(self.k.module_lines()))
         summary("load fails closed", seen[:3] + lines[:1])
+
+
+class OnlinesignRefused(unittest.TestCase):
+    """mod-onlinesign and mod-mxfilter on one zone are not supported: the
+    module says so at load and fails closed (MX and ANY get SERVFAIL, other
+    types are answered), rather than serve answers whose signatures the two
+    modules would both touch."""
+
+    def test_onlinesign_zone(self):
+        zones = [Zone("os.test", LEGACY,
+                      module=Raw("[ mod-onlinesign, mod-mxfilter ]"))]
+        with Knotd(zones, allow_module_errors=True) as k:
+            for tcp in (False, True):
+                r = k.wire("os.test", "MX", tcp=tcp)
+                self.assertEqual(r.rcode, "SERVFAIL", r.text())
+                self.assertEqual(r.all_records(), [], r.text())
+            r = k.kdig("www.os.test", "A")
+            self.assertEqual((r.rcode, r.answer),
+                             ("NOERROR", [("www.os.test.", 3600, "A", "192.0.2.80")]))
+            lines = k.wait_log(r"error: \[os\.test\.\] module 'mod-mxfilter', cannot "
+                               r"enforce, .*mod-onlinesign on the same zone is not supported")
+            self.assertTrue(lines, "\n".join(k.module_lines()))
+            summary("mod-onlinesign refused", lines[:1])
 
 
 if __name__ == "__main__":
