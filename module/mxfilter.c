@@ -252,16 +252,17 @@ static void count_result(knotd_mod_t *mod, knotd_qdata_t *qdata,
 
 /*** Audit trail. ***/
 
+/* What the engine's callbacks need about the query being answered. */
 typedef struct {
 	knotd_mod_t *mod;
 	knotd_qdata_t *qdata;
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
-} audit_ctx_t;
+} query_ctx_t;
 
 static void on_legacy(const mxf_legacy_t *rec, void *data)
 {
-	audit_ctx_t *ac = data;
+	query_ctx_t *ac = data;
 	uint32_t suppressed = 0;
 
 	if (ac->policy->log_interval > 0) {
@@ -317,7 +318,7 @@ static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
 /* RRSIGs for an enforced RRset, shaped like the zone's own signatures. */
 static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 {
-	audit_ctx_t *ac = data;
+	query_ctx_t *ac = data;
 	if (ac->signer == NULL) {
 		return KNOT_DNSSEC_ENOKEY; /* Signed zone we cannot sign for. */
 	}
@@ -327,7 +328,7 @@ static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 	return mxf_signer_sign(ac->signer, set, &zk, rrsig);
 }
 
-static mxf_ctx_t engine_ctx(knotd_mod_t *mod, audit_ctx_t *ac, knotd_qdata_t *qdata)
+static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qdata)
 {
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	ac->mod = mod;
@@ -414,7 +415,7 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 	}
 	bool apex = knot_dname_is_equal(qname, knotd_mod_zone(mod));
 
-	audit_ctx_t ac;
+	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
 	const mxf_policy_t *policy = ctx.policy;
 	if (!apex && policy->scope == MXF_SCOPE_APEX) {
@@ -478,7 +479,7 @@ static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 
-	audit_ctx_t ac;
+	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
 	mxf_result_t res;
 	int ret = mxf_process(pkt, &ctx, &res);
@@ -570,7 +571,7 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
 		return state;
 	}
 
-	audit_ctx_t ac;
+	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
 	if (!mxf_pkt_has_leak(pkt, &ctx)) {
 		return state;
