@@ -95,40 +95,40 @@ static inline uint64_t mix(uint64_t h)
 	return h;
 }
 
-static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t len, bool lower)
+#define HASH_MUL	0x9E3779B97F4A7C15ULL
+
+/* Size of a flat (uncompressed) wire name. */
+static size_t flat_name_size(const knot_dname_t *name)
 {
-	for (size_t i = 0; i < len; i++) {
-		uint8_t c = p[i];
-		if (lower && c >= 'A' && c <= 'Z') {
-			c += 'a' - 'A';
-		}
-		h = (h ^ c) * 0x100000001b3ULL;
+	size_t len = 0;
+	while (name[len] != 0) {
+		len += 1 + name[len];
 	}
-	return mix(h);
+	return len + 1;
 }
 
-/* Label lengths are at most 63, so lower-casing the whole wire form only
- * touches letters. Eight bytes per step. */
+/* Folds a name into \a h, eight bytes per step. Label lengths are at most
+ * 63, so lower-casing the whole wire form only touches letters. */
 static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
 {
 	if (name == NULL) {
-		return hash_bytes(h, (const uint8_t *)"", 1, false);
+		return (h ^ 0xff) * HASH_MUL;
 	}
-	size_t len = knot_dname_size(name);
+	size_t len = flat_name_size(name);
 	const uint8_t *p = name;
 	h ^= len;
 	while (len >= 8) {
 		uint64_t w;
 		memcpy(&w, p, 8);
-		h = (h ^ mxf_lower8(w)) * 0x9E3779B97F4A7C15ULL;
+		h = (h ^ mxf_lower8(w)) * HASH_MUL;
 		h ^= h >> 29;
 		p += 8;
 		len -= 8;
 	}
 	uint64_t w = 0;
 	memcpy(&w, p, len);
-	h = (h ^ mxf_lower8(w)) * 0x9E3779B97F4A7C15ULL;
-	return mix(h);
+	h = (h ^ mxf_lower8(w)) * HASH_MUL;
+	return h ^ (h >> 29);
 }
 
 uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
@@ -138,10 +138,9 @@ uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
 	uint64_t h = lim->seed[0] ^ 0xcbf29ce484222325ULL;
 	h = hash_name(h, zone);
 	h = hash_name(h ^ lim->seed[1], owner);
-	uint8_t p[2] = { (uint8_t)(pref >> 8), (uint8_t)pref };
-	h = hash_bytes(h, p, sizeof(p), false);
+	h = (h ^ pref ^ ((uint64_t)1 << 32)) * HASH_MUL; /* Not a name: no folding. */
 	h = hash_name(h, exchange);
-	return h | 1; /* 0 marks a free slot. */
+	return mix(h) | 1; /* 0 marks a free slot. */
 }
 
 bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,

@@ -97,9 +97,17 @@ static const knot_dname_t *rdata_exchange(const knot_rdata_t *rd)
 	if (rd->len < 3) {
 		return NULL;
 	}
+	/* A flat name filling the rest of the rdata exactly: labels of at
+	 * most 63 bytes (no compression), at most 255 bytes in all. */
 	const uint8_t *name = rd->data + 2;
-	int size = knot_dname_wire_check(name, rd->data + rd->len, NULL);
-	return (size > 0 && (size_t)size == (size_t)rd->len - 2) ? name : NULL;
+	size_t size = (size_t)rd->len - 2, pos = 0;
+	while (pos < size && name[pos] != 0) {
+		if (name[pos] > KNOT_DNAME_MAXLABELLEN) {
+			return NULL;
+		}
+		pos += 1 + name[pos];
+	}
+	return (pos + 1 == size && size <= KNOT_DNAME_MAXLEN) ? name : NULL;
 }
 
 /* Whether \a rrs is byte for byte the policy's set (canonical order,
