@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mxfilter/policy.h"
+#include "image.h"
 
 const char *const mxf_default_exchanges[] = {
 	"10 france.security-mail.net.",
@@ -227,6 +228,12 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 		rd = knot_rdataset_next(rd);
 	}
 
+	if (mxf_image_build(policy) != KNOT_EOK) {
+		mxf_policy_free(policy);
+		*err = "out of memory";
+		return NULL;
+	}
+
 	return policy;
 }
 
@@ -235,6 +242,7 @@ void mxf_policy_free(mxf_policy_t *policy)
 	if (policy == NULL) {
 		return;
 	}
+	mxf_image_free(policy);
 	knot_rdataset_clear(&policy->rrs, NULL);
 	free(policy);
 }

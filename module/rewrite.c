@@ -41,6 +41,7 @@
 
 #include "mxfilter/compat.h"
 #include "mxfilter/rewrite.h"
+#include "image.h"
 #include "wire.h"
 
 enum {
@@ -312,6 +313,9 @@ int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
 	knot_rrset_t rr;
 	knot_rrset_init(&rr, (knot_dname_t *)owner, KNOT_RRTYPE_MX, KNOT_CLASS_IN, ttl);
 	rr.rrs = policy->rrs;
+	if (mxf_image_put(pkt, policy, &rr, hint, flags)) {
+		return KNOT_EOK;
+	}
 	return knot_pkt_put(pkt, hint, &rr, flags);
 }
 

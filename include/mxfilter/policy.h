@@ -84,6 +84,7 @@ typedef struct mxf_policy {
 	uint16_t count;              /*!< Number of exchanges. */
 	mxf_exchange_t ex[MXF_MAX_EXCHANGES]; /*!< Sorted as in the rdataset. */
 	knot_rdataset_t rrs;         /*!< The filtering set as MX rdata, canonical order. */
+	struct mxf_image *image;     /*!< The set's wire form (module/image.h), or NULL. */
 } mxf_policy_t;
 
 /*! The built-in default exchanges (DESIGN.md). */
