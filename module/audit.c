@@ -143,9 +143,41 @@ uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
 	return mix(h) | 1; /* 0 marks a free slot. */
 }
 
+/* Folds raw bytes into \a h (no case folding: RRset keys are exact). */
+static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t len)
+{
+	h ^= len;
+	while (len >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		h = (h ^ w) * HASH_MUL;
+		h ^= h >> 29;
+		p += 8;
+		len -= 8;
+	}
+	uint64_t w = 0;
+	memcpy(&w, p, len);
+	h = (h ^ w) * HASH_MUL;
+	return h ^ (h >> 29);
+}
+
 bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
                      uint32_t interval, uint32_t *suppressed)
 {
+	return mxf_limiter_hit_n(lim, key, now, interval, 1, suppressed);
+}
+
+static uint32_t sat_add32(uint32_t a, uint32_t b)
+{
+	return (a > UINT32_MAX - b) ? UINT32_MAX : a + b;
+}
+
+bool mxf_limiter_hit_n(mxf_limiter_t *lim, uint64_t key, uint32_t now,
+                       uint32_t interval, uint32_t weight, uint32_t *suppressed)
+{
+	if (weight == 0) {
+		weight = 1;
+	}
 	slot_t *slot = &lim->slots[key & lim->mask];
 
 	/* Taking a slot over is retried a bounded number of times; once the
@@ -170,16 +202,75 @@ bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
 		if (expired) {
 			uint64_t next = STATE(now + interval, 0);
 			if (atomic_compare_exchange_strong(&slot->state, &st, next)) {
-				*suppressed = SUPP(st);
+				*suppressed = sat_add32(SUPP(st), weight - 1);
 				return true;
 			}
 		} else {
-			uint64_t next = (SUPP(st) == UINT32_MAX) ? st : st + 1;
+			uint64_t next = STATE(UNTIL(st), sat_add32(SUPP(st), weight));
 			if (atomic_compare_exchange_strong(&slot->state, &st, next)) {
 				return false;
 			}
 		}
 	}
+}
+
+/*** Per-query audit decisions. ***/
+
+#define WILDCARD	((const knot_dname_t *)"\x01*")
+#define SET_DOMAIN	0x5e75e75e75e75e75ULL /* RRset keys apart from record keys. */
+
+void mxf_audit_init(mxf_audit_t *a, mxf_limiter_t *lim, const knot_dname_t *zone,
+                    uint32_t interval)
+{
+	a->lim = lim;
+	a->zone = zone;
+	a->interval = interval;
+	a->now = 0;
+	a->carry = 0;
+}
+
+static uint32_t audit_now(mxf_audit_t *a)
+{
+	if (a->now == 0) {
+		a->now = mxf_now();
+	}
+	return a->now;
+}
+
+bool mxf_audit_set(mxf_audit_t *a, const knot_rrset_t *rr, bool expanded,
+                   mxf_action_t action)
+{
+	a->carry = 0;
+	if (a->interval == 0 || a->lim == NULL) {
+		return true;
+	}
+	const mxf_limiter_t *lim = a->lim;
+	uint64_t h = lim->seed[1] ^ SET_DOMAIN;
+	h = hash_name(h, expanded ? a->zone : NULL);
+	h = hash_name(h ^ lim->seed[0], expanded ? WILDCARD : rr->owner);
+	h = hash_bytes(h ^ action, (const uint8_t *)rr->rrs.rdata, rr->rrs.size);
+	uint32_t held = 0;
+	if (!mxf_limiter_hit_n(a->lim, mix(h) | 1, audit_now(a), a->interval, 1, &held)) {
+		return false;
+	}
+	a->carry = held;
+	return true;
+}
+
+bool mxf_audit_record(mxf_audit_t *a, const mxf_legacy_t *rec, uint32_t *suppressed)
+{
+	*suppressed = 0;
+	if (a->interval == 0 || a->lim == NULL) {
+		return true;
+	}
+	uint64_t key = mxf_limiter_key(a->lim, rec->expanded ? a->zone : NULL,
+	                               rec->expanded ? WILDCARD : rec->owner,
+	                               rec->pref, rec->exchange);
+	/* Lines of different actions are limited apart: switching a zone from
+	 * audit to enforce shows its first "blocked" line at once. */
+	key ^= (uint64_t)rec->action << 40;
+	return mxf_limiter_hit_n(a->lim, key, audit_now(a), a->interval,
+	                         sat_add32(a->carry, 1), suppressed);
 }
 
 uint32_t mxf_now(void)

@@ -258,30 +258,22 @@ typedef struct {
 	knotd_qdata_t *qdata;
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
+	mxf_audit_t audit;
 } query_ctx_t;
+
+static bool on_legacy_set(const knot_rrset_t *rr, bool expanded, mxf_action_t action,
+                          void *data)
+{
+	query_ctx_t *ac = data;
+	return mxf_audit_set(&ac->audit, rr, expanded, action);
+}
 
 static void on_legacy(const mxf_legacy_t *rec, void *data)
 {
 	query_ctx_t *ac = data;
-	uint32_t suppressed = 0;
-
-	if (ac->policy->log_interval > 0) {
-		/* Owners are absolute names, so the zone adds nothing to the
-		 * key, except for wildcard answers: those are limited per zone,
-		 * not per query name, so random names cannot flood the log. */
-		const knot_dname_t *owner = rec->expanded ? (const knot_dname_t *)"\x01*" :
-		                            rec->owner;
-		const knot_dname_t *zone = rec->expanded ? knotd_mod_zone(ac->mod) : NULL;
-		uint64_t key = mxf_limiter_key(limiter, zone, owner, rec->pref,
-		                               rec->exchange);
-		/* Lines of different actions are limited apart: switching a
-		 * zone from audit to enforce shows its first "blocked" line at
-		 * once. */
-		key ^= (uint64_t)rec->action << 40;
-		if (!mxf_limiter_hit(limiter, key, mxf_now(), ac->policy->log_interval,
-		                     &suppressed)) {
-			return;
-		}
+	uint32_t suppressed;
+	if (!mxf_audit_record(&ac->audit, rec, &suppressed)) {
+		return;
 	}
 
 	char line[512];
@@ -335,10 +327,12 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 	ac->qdata = qdata;
 	ac->policy = zc->policy;
 	ac->signer = zc->signer;
+	mxf_audit_init(&ac->audit, limiter, knotd_mod_zone(mod), zc->policy->log_interval);
 	mxf_ctx_t ctx = {
 		.policy = zc->policy,
 		.zone = knotd_mod_zone(mod),
 		.on_legacy = on_legacy,
+		.on_legacy_set = on_legacy_set,
 		.cb_data = ac,
 	};
 	/* A DO query to a signed zone gets signed enforced answers, or none. */

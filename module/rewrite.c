@@ -247,25 +247,31 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
                          uint16_t flags, mxf_action_t action, mxf_result_t *res)
 {
 	const mxf_policy_t *policy = ctx->policy;
+	bool expanded = (flags & KNOT_PF_FREE) != 0;
+	bool lines = ctx->on_legacy != NULL &&
+	             (ctx->on_legacy_set == NULL ||
+	              ctx->on_legacy_set(rr, expanded, action, ctx->cb_data));
 	const knot_rdata_t *rd = rr->rrs.rdata;
 	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = rd_next(rd)) {
 		if (!mxf_rdata_is_legacy(policy, rd)) {
 			continue;
 		}
-		mxf_legacy_t rec = {
-			.owner = rr->owner,
-			.exchange = rdata_exchange(rd),
-			.pref = (rd->len >= 2) ? knot_wire_read_u16(rd->data) : 0,
-			.action = action,
-			.expanded = (flags & KNOT_PF_FREE) != 0,
-		};
-		rec.risk = mxf_risk(policy, rec.pref);
+		uint16_t pref = (rd->len >= 2) ? knot_wire_read_u16(rd->data) : 0;
+		mxf_risk_t risk = mxf_risk(policy, pref);
 		if (action == MXF_ACTION_BLOCKED) {
-			res->blocked[rec.risk] = sat_add(res->blocked[rec.risk], 1);
+			res->blocked[risk] = sat_add(res->blocked[risk], 1);
 		} else {
 			res->served = sat_add(res->served, 1);
 		}
-		if (ctx->on_legacy != NULL) {
+		if (lines) {
+			mxf_legacy_t rec = {
+				.owner = rr->owner,
+				.exchange = rdata_exchange(rd),
+				.pref = pref,
+				.risk = risk,
+				.action = action,
+				.expanded = expanded,
+			};
 			ctx->on_legacy(&rec, ctx->cb_data);
 		}
 	}

@@ -50,6 +50,49 @@ uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
 bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
                      uint32_t interval, uint32_t *suppressed);
 
+/*! \brief mxf_limiter_hit() for \a weight occurrences at once (>= 1): a
+ *         line carries the \a weight - 1 others in \a suppressed. */
+bool mxf_limiter_hit_n(mxf_limiter_t *lim, uint64_t key, uint32_t now,
+                       uint32_t interval, uint32_t weight, uint32_t *suppressed);
+
+/*!
+ * \brief Which legacy records of one answer get a log line.
+ *
+ * Two levels of keys share the limiter. An RRset holding legacy records is
+ * checked first, as a whole (owner, its exact rdata, action): while the
+ * same RRset was seen within the interval, its records are only counted —
+ * one hash per RRset instead of one per record on the busy path. When the
+ * RRset's key opens, each record is checked with its own key (owner,
+ * preference, exchange, action) and carries the occurrences the RRset's key
+ * held back, so a record is still logged at most once per interval and its
+ * "suppressed N" still counts every occurrence not logged.
+ *
+ * Owners are absolute names, so the zone is not part of a key, except for
+ * wildcard answers: those are keyed by the zone and "*", so that random
+ * query names cannot flood the log.
+ *
+ * Lives on the caller's stack for one query.
+ */
+typedef struct {
+	mxf_limiter_t *lim;
+	const knot_dname_t *zone;
+	uint32_t interval; /*!< 0: every record gets a line. */
+	uint32_t now;      /*!< Clock read once per query; 0 until needed. */
+	uint32_t carry;    /*!< Occurrences held back by the current RRset's key. */
+} mxf_audit_t;
+
+/*! \brief Prepares \a a for one query (\a lim may be NULL: every line). */
+void mxf_audit_init(mxf_audit_t *a, mxf_limiter_t *lim, const knot_dname_t *zone,
+                    uint32_t interval);
+
+/*! \brief RRset level: false if its records get no line this time. */
+bool mxf_audit_set(mxf_audit_t *a, const knot_rrset_t *rr, bool expanded,
+                   mxf_action_t action);
+
+/*! \brief Record level (after mxf_audit_set() said true for its RRset):
+ *         true if \a rec gets a line, with \a suppressed for it. */
+bool mxf_audit_record(mxf_audit_t *a, const mxf_legacy_t *rec, uint32_t *suppressed);
+
 /*! \brief Coarse monotonic clock in seconds, never 0 (vDSO, no syscall). */
 uint32_t mxf_now(void);
 

@@ -57,6 +57,14 @@ typedef struct {
 typedef void (*mxf_legacy_cb)(const mxf_legacy_t *rec, void *data);
 
 /*!
+ * Called once per RRset holding legacy records, before they are reported;
+ * false skips the mxf_legacy_cb calls of its records (they are counted in
+ * mxf_result_t all the same).  expanded as in mxf_legacy_t.
+ */
+typedef bool (*mxf_legacy_set_cb)(const knot_rrset_t *rr, bool expanded,
+                                  mxf_action_t action, void *data);
+
+/*!
  * Signs an enforced RRset: fills \a rrsig (memory owned by the callee, valid
  * while the packet is built). Returns KNOT_EOK or an error (fail closed).
  */
@@ -67,6 +75,7 @@ typedef struct {
 	const mxf_policy_t *policy;
 	const knot_dname_t *zone;  /*!< Zone apex, lower-case. */
 	mxf_legacy_cb on_legacy;   /*!< Optional. */
+	mxf_legacy_set_cb on_legacy_set; /*!< Optional (NULL: every record is reported). */
 	void *cb_data;
 	mxf_sign_cb sign;          /*!< Optional: RRSIGs for each enforced RRset. */
 	void *sign_data;

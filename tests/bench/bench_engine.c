@@ -225,21 +225,34 @@ static knot_pkt_t *build_response(const fixture_t *f)
 	return build_response_in(f, resp_wire, &pkt_mm);
 }
 
-/*** What the glue does per legacy record: limiter key + hit. ***/
+/*** What the glue does per legacy RRset and record (mxf_audit_*). ***/
 
 static mxf_limiter_t *limiter;
 static const knot_dname_t *zone_name;
 static uint32_t fixed_now;
 
-static void on_legacy_audit(const mxf_legacy_t *rec, void *data)
+typedef struct {
+	mxf_audit_t audit;
+	unsigned lines;
+} audit_cb_t;
+
+static bool on_legacy_set_audit(const knot_rrset_t *rr, bool expanded,
+                                mxf_action_t action, void *data)
 {
-	uint32_t suppressed = 0;
-	uint64_t key = mxf_limiter_key(limiter, zone_name, rec->owner, rec->pref,
-	                               rec->exchange);
+	audit_cb_t *a = data;
 	/* A fixed clock keeps every key silent after its first hit: the
 	 * steady state with log-interval 60 (no line formatted or logged). */
-	if (mxf_limiter_hit(limiter, key, fixed_now, 60, &suppressed)) {
-		(*(unsigned *)data)++;
+	mxf_audit_init(&a->audit, limiter, zone_name, 60);
+	a->audit.now = fixed_now;
+	return mxf_audit_set(&a->audit, rr, expanded, action);
+}
+
+static void on_legacy_audit(const mxf_legacy_t *rec, void *data)
+{
+	audit_cb_t *a = data;
+	uint32_t suppressed = 0;
+	if (mxf_audit_record(&a->audit, rec, &suppressed)) {
+		a->lines++;
 	}
 }
 
@@ -261,7 +274,7 @@ struct bench_case {
 };
 
 static volatile uint64_t sink;
-static unsigned audit_lines;
+static audit_cb_t audit_cb;
 
 static void expect_ok(int ret, const char *what)
 {
@@ -450,7 +463,8 @@ int main(int argc, char **argv)
 
 	mxf_ctx_t ctx = { .policy = policy, .zone = zone_name };
 	mxf_ctx_t ctx_audit = { .policy = policy, .zone = zone_name,
-	                        .on_legacy = on_legacy_audit, .cb_data = &audit_lines };
+	                        .on_legacy = on_legacy_audit,
+	                        .on_legacy_set = on_legacy_set_audit, .cb_data = &audit_cb };
 
 	/* END-stage packets, finished (OPT written), as built by the server:
 	 * an answer enforced at ANSWER, and a zone's compliant RRset. */
@@ -561,7 +575,7 @@ int main(int argc, char **argv)
 			}
 		}
 		printf("(median of %u runs; audit lines that would be logged: %u)\n",
-		       runs, audit_lines);
+		       runs, audit_cb.lines);
 	}
 
 	knot_pkt_free(end_enf);

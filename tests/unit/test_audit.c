@@ -398,6 +398,167 @@ static void test_addr_str(void **state)
 	assert_string_equal(buf, "-");
 }
 
+/*** Per-query decisions: RRset keys in front of record keys. ***/
+
+typedef struct {
+	knot_dname_storage_t owner;
+	knot_rrset_t rr;
+	mxf_legacy_t rec[4];
+	size_t n;
+} legacy_set_t;
+
+static void legacy_set(legacy_set_t *ls, const char *owner, const uint16_t *prefs,
+                       const char *const *ex, size_t n)
+{
+	knot_rrset_init(&ls->rr, th_dname(ls->owner, owner), KNOT_RRTYPE_MX,
+	                KNOT_CLASS_IN, 300);
+	for (size_t i = 0; i < n; i++) {
+		th_add_mx(&ls->rr, prefs[i], ex[i], NULL);
+	}
+	/* The records as the engine reports them (rdataset order). */
+	const knot_rdata_t *rd = ls->rr.rrs.rdata;
+	for (size_t i = 0; i < n; i++, rd = knot_rdataset_next((knot_rdata_t *)rd)) {
+		ls->rec[i] = (mxf_legacy_t){ .owner = ls->rr.owner, .exchange = rd->data + 2,
+		                             .pref = knot_wire_read_u16(rd->data),
+		                             .action = MXF_ACTION_BLOCKED };
+	}
+	ls->n = n;
+}
+
+/* One answer holding \a ls at time \a now: lines[i] = suppressed, or -1. */
+static bool answer(mxf_limiter_t *lim, const knot_dname_t *zone, uint32_t interval,
+                   uint32_t now, legacy_set_t *ls, long *lines)
+{
+	mxf_audit_t a;
+	mxf_audit_init(&a, lim, zone, interval);
+	a.now = now;
+	for (size_t i = 0; i < ls->n; i++) {
+		lines[i] = -1;
+	}
+	if (!mxf_audit_set(&a, &ls->rr, false, MXF_ACTION_BLOCKED)) {
+		return false;
+	}
+	for (size_t i = 0; i < ls->n; i++) {
+		uint32_t supp = 0xDEAD;
+		if (mxf_audit_record(&a, &ls->rec[i], &supp)) {
+			lines[i] = supp;
+		}
+	}
+	return true;
+}
+
+static void test_audit_sets(void **state)
+{
+	(void)state;
+	mxf_limiter_t *lim = mxf_limiter_new(SLOTS_LOG2);
+	knot_dname_storage_t zone;
+	th_dname(zone, "example.com.");
+	const uint16_t prefs_a[] = { 5, 40 };
+	const char *const ex_a[] = { "mailgate.example.com.", "smtp.isp.net." };
+	const uint16_t prefs_b[] = { 5, 41 };
+	const char *const ex_b[] = { "mailgate.example.com.", "other.isp.net." };
+	legacy_set_t a, b;
+	legacy_set(&a, "example.com.", prefs_a, ex_a, 2);
+	legacy_set(&b, "example.com.", prefs_b, ex_b, 2);
+	long lines[4];
+
+	/* First answer: a line per record. Then 49 answers: the RRset key
+	 * holds them back without looking at the records. */
+	assert_true(answer(lim, zone, INTERVAL, 1000, &a, lines));
+	assert_int_equal(lines[0], 0);
+	assert_int_equal(lines[1], 0);
+	for (int i = 0; i < 49; i++) {
+		assert_false(answer(lim, zone, INTERVAL, 1000 + i % INTERVAL, &a, lines));
+	}
+
+	/* The zone changes: a new RRset, one record already logged. That
+	 * record is held back (counted once), the new one gets its line. */
+	assert_true(answer(lim, zone, INTERVAL, 1010, &b, lines));
+	assert_int_equal(lines[0], -1);
+	assert_int_equal(lines[1], 0);
+
+	/* After the interval each record of the first RRset carries all its
+	 * occurrences: 49 held back by the RRset key (+1 from the other RRset
+	 * for the shared record). */
+	assert_true(answer(lim, zone, INTERVAL, 1000 + INTERVAL + 1, &a, lines));
+	assert_int_equal(lines[0], 50);
+	assert_int_equal(lines[1], 49);
+	knot_rdataset_clear(&a.rr.rrs, NULL);
+	knot_rdataset_clear(&b.rr.rrs, NULL);
+	mxf_limiter_free(lim);
+}
+
+static void test_audit_every_line(void **state)
+{
+	(void)state;
+	mxf_limiter_t *lim = mxf_limiter_new(SLOTS_LOG2);
+	knot_dname_storage_t zone;
+	th_dname(zone, "example.com.");
+	const uint16_t prefs[] = { 5 };
+	const char *const ex[] = { "mailgate.example.com." };
+	legacy_set_t a;
+	legacy_set(&a, "www.example.com.", prefs, ex, 1);
+	long lines[4];
+	for (int i = 0; i < 5; i++) {
+		/* log-interval 0, or no limiter: every occurrence has a line. */
+		assert_true(answer(lim, zone, 0, 1000, &a, lines));
+		assert_int_equal(lines[0], 0);
+		assert_true(answer(NULL, zone, INTERVAL, 1000, &a, lines));
+		assert_int_equal(lines[0], 0);
+	}
+	knot_rdataset_clear(&a.rr.rrs, NULL);
+	mxf_limiter_free(lim);
+}
+
+/* Wildcard answers are keyed by the zone, not by the query name. */
+static void test_audit_wildcard(void **state)
+{
+	(void)state;
+	mxf_limiter_t *lim = mxf_limiter_new(SLOTS_LOG2);
+	knot_dname_storage_t zone1, zone2;
+	th_dname(zone1, "example.com.");
+	th_dname(zone2, "example.net.");
+	const uint16_t prefs[] = { 5 };
+	const char *const ex[] = { "mailgate.example.com." };
+	legacy_set_t x, y;
+	legacy_set(&x, "random1.example.com.", prefs, ex, 1);
+	legacy_set(&y, "random2.example.com.", prefs, ex, 1);
+	x.rec[0].expanded = y.rec[0].expanded = true;
+
+	mxf_audit_t a;
+	mxf_audit_init(&a, lim, zone1, INTERVAL);
+	a.now = 500;
+	uint32_t supp;
+	assert_true(mxf_audit_set(&a, &x.rr, true, MXF_ACTION_BLOCKED));
+	assert_true(mxf_audit_record(&a, &x.rec[0], &supp));
+	mxf_audit_init(&a, lim, zone1, INTERVAL);
+	a.now = 501;
+	assert_false(mxf_audit_set(&a, &y.rr, true, MXF_ACTION_BLOCKED));
+	/* Another zone with the same wildcard data has keys of its own. */
+	mxf_audit_init(&a, lim, zone2, INTERVAL);
+	a.now = 501;
+	assert_true(mxf_audit_set(&a, &y.rr, true, MXF_ACTION_BLOCKED));
+	assert_true(mxf_audit_record(&a, &y.rec[0], &supp));
+	knot_rdataset_clear(&x.rr.rrs, NULL);
+	knot_rdataset_clear(&y.rr.rrs, NULL);
+	mxf_limiter_free(lim);
+}
+
+static void test_limiter_weight(void **state)
+{
+	(void)state;
+	mxf_limiter_t *lim = mxf_limiter_new(SLOTS_LOG2);
+	uint64_t k = key_of(lim, "example.com.", "example.com.", 5, "mx.example.com.");
+	uint32_t supp;
+	assert_true(mxf_limiter_hit_n(lim, k, 100, INTERVAL, 3, &supp));
+	assert_int_equal(supp, 2);
+	assert_false(mxf_limiter_hit_n(lim, k, 101, INTERVAL, 10, &supp));
+	assert_false(mxf_limiter_hit_n(lim, k, 102, INTERVAL, UINT32_MAX, &supp));
+	assert_true(mxf_limiter_hit_n(lim, k, 100 + INTERVAL, INTERVAL, 1, &supp));
+	assert_int_equal(supp, UINT32_MAX); /* Saturates. */
+	mxf_limiter_free(lim);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -410,6 +571,10 @@ int main(void)
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_format_truncated),
 		cmocka_unit_test(test_addr_str),
+		cmocka_unit_test(test_audit_sets),
+		cmocka_unit_test(test_audit_every_line),
+		cmocka_unit_test(test_audit_wildcard),
+		cmocka_unit_test(test_limiter_weight),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
