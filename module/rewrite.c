@@ -325,6 +325,13 @@ int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
 	return knot_pkt_put(pkt, hint, &rr, flags);
 }
 
+bool mxf_put_verbatim(knot_pkt_t *pkt, const mxf_policy_t *policy,
+                      const knot_rrset_t *rr, uint16_t hint, uint16_t flags)
+{
+	return rr->type == KNOT_RRTYPE_MX && rrs_is_policy(policy, &rr->rrs) &&
+	       !(flags & KNOT_PF_FREE) && mxf_image_put(pkt, policy, rr, hint, flags);
+}
+
 int mxf_put_rrsig(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t flags)
 {
 	if (ctx->sign == NULL) {
@@ -752,8 +759,10 @@ bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 	}
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
-		if (!is_mx_candidate(ctx, rr) || rrs_is_policy(ctx->policy, &rr->rrs) ||
-		    !in_scope(ctx, rr->owner)) {
+		/* Cheapest first: a compliant RRset is one memcmp. */
+		if (rr->type != KNOT_RRTYPE_MX || rr->rrs.count == 0 ||
+		    mxf_is_own_set(ctx->policy, rr) || rrs_is_policy(ctx->policy, &rr->rrs) ||
+		    !in_zone(rr->owner, ctx->zone) || !in_scope(ctx, rr->owner)) {
 			continue;
 		}
 		const knot_rdata_t *rd = rr->rrs.rdata;

@@ -128,6 +128,19 @@ int mxf_put_set(knot_pkt_t *pkt, const mxf_policy_t *policy,
                 uint16_t flags);
 
 /*!
+ * \brief Appends \a rr, an MX RRset whose rdata equals the policy's set byte
+ *        for byte (a compliant zone RRset), from the set's wire image.
+ *
+ * The packet then holds exactly what knot_pkt_put(pkt, hint, rr, flags)
+ * would have produced, \a rr itself included (its rdata and additional
+ * pointers). Where that cannot be guaranteed nothing is written.
+ *
+ * \return True if written.
+ */
+bool mxf_put_verbatim(knot_pkt_t *pkt, const mxf_policy_t *policy,
+                      const knot_rrset_t *rr, uint16_t hint, uint16_t flags);
+
+/*!
  * \brief Appends the RRSIGs of the RRset just written (the last one in the
  *        packet) through ctx->sign; nothing when ctx->sign is NULL.
  */

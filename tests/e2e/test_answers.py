@@ -57,11 +57,25 @@ mail A 192.0.2.99
 LEGACY = ("mailgate", "smtp.isp.net", "relay.sub", "old.example", "backup.isp.example")
 
 
+# The filtering service's own zone, enrolled and compliant, with the
+# exchangers' addresses in the zone (Knot adds them as glue).
+CONFORMS_BODY = """
+@ 7200 MX 10 france
+@ 7200 MX 20 europe
+france A 192.0.2.10
+europe A 192.0.2.20
+europe AAAA 2001:db8::20
+sub 7200 MX 10 france
+sub 7200 MX 20 europe
+"""
+
+
 def zones(with_module):
     mod = "mod-mxfilter" if with_module else None
     return [Zone("your-domain.com", BODY, module=mod),
             Zone("plain.test", PLAIN_BODY),
-            Zone("child.your-domain.com", CHILD_BODY)]
+            Zone("child.your-domain.com", CHILD_BODY),
+            Zone("security-mail.net", CONFORMS_BODY, module=mod)]
 
 
 class Answers(unittest.TestCase):
@@ -173,6 +187,34 @@ class Answers(unittest.TestCase):
                              (what, r.text(), ref.text()))
         self.k.settle_log()
         self.assertEqual(self.k.module_lines(mark, "legacy MX"), [])
+
+    def test_compliant_verbatim(self):
+        """The filtering service's own zone, compliant as the policy writes
+        it (which the module may answer itself, from the policy's wire
+        image): every answer byte-identical to the server without the
+        module, glue and DNSSEC OK bit included, counted compliant, no log
+        line."""
+        mark = self.k.mark()
+        before = self.k.zone_stats("security-mail.net").get("compliant", 0)
+        asked = 0
+        for name in ("security-mail.net", "SeCuRiTy-MaIl.NeT", "sub.security-mail.net",
+                     "SUB.Security-Mail.net"):
+            for tcp, edns, what in self.variants():
+                for do in ((False, True) if edns else (False,)):
+                    r = self.k.wire(name, "MX", tcp=tcp, edns=edns, do=do)
+                    ref = self.ref.wire(name, "MX", tcp=tcp, edns=edns, do=do)
+                    asked += 1
+                    self.assertEqual(r.mx(), FILTER_SET, r.text())
+                    self.assertTrue(r.aa, r.text())
+                    self.assertEqual({a[1] for a in r.answer}, {7200}, "TTL kept\n" + r.text())
+                    self.assertEqual(r.raw[2:], ref.raw[2:], "%s %s DO=%s\n%s\n--- reference\n%s"
+                                     % (name, what, do, r.text(), ref.text()))
+                    if edns:
+                        self.assertTrue(r.records("additional", "A"), "glue\n" + r.text())
+        self.k.settle_log()
+        self.assertEqual(self.k.module_lines(mark, "legacy MX"), [])
+        after = self.k.zone_stats("security-mail.net").get("compliant", 0)
+        self.assertEqual(after - before, asked)
 
     def test_partial_sets(self):
         """A subset, a superset and a wrong preference are not compliant:

@@ -303,11 +303,54 @@ static void test_image_declines(void **state)
 	mxf_policy_free(policy);
 }
 
+/* A zone's compliant RRset (its own rdata, additional pointer and all) is
+ * written from the image exactly as knot_pkt_put() writes it; any other
+ * RRset is refused. */
+static void test_verbatim(void **state)
+{
+	(void)state;
+	set_t set = { set_default, 2 };
+	mxf_policy_t *policy = policy_of(&set);
+	case_t c = { .qname = "Example.COM.", .max_size = KNOT_WIRE_MAX_PKTSIZE };
+	knot_dname_storage_t owner_a, owner_b;
+	knot_pkt_t *a = knot_pkt_new(NULL, c.max_size, NULL);
+	knot_pkt_t *b = knot_pkt_new(NULL, c.max_size, NULL);
+	uint16_t hint = prepare(a, &c, owner_a);
+	(void)prepare(b, &c, owner_b);
+
+	int marker;
+	knot_rrset_t zone_rr;
+	knot_rrset_init(&zone_rr, owner_a, KNOT_RRTYPE_MX, KNOT_CLASS_IN, 7200);
+	assert_int_equal(knot_rdataset_copy(&zone_rr.rrs, &policy->rrs, NULL), KNOT_EOK);
+	zone_rr.additional = &marker;
+	assert_true(mxf_put_verbatim(a, policy, &zone_rr, hint, KNOT_PF_NULL));
+	assert_int_equal(knot_pkt_put(b, hint, &zone_rr, KNOT_PF_NULL), KNOT_EOK);
+	assert_same(a, b);
+	assert_ptr_equal(a->rr[0].rrs.rdata, zone_rr.rrs.rdata);
+	assert_ptr_equal(a->rr[0].additional, &marker);
+
+	/* One record more: not the policy's bytes. */
+	knot_rrset_t other;
+	knot_rrset_init(&other, owner_a, KNOT_RRTYPE_MX, KNOT_CLASS_IN, 7200);
+	assert_int_equal(knot_rdataset_copy(&other.rrs, &policy->rrs, NULL), KNOT_EOK);
+	th_add_mx(&other, 5, "mailgate.example.com.", NULL);
+	size_t size = a->size;
+	assert_false(mxf_put_verbatim(a, policy, &other, hint, KNOT_PF_NULL));
+	assert_int_equal(a->size, size);
+
+	knot_rdataset_clear(&zone_rr.rrs, NULL);
+	knot_rdataset_clear(&other.rrs, NULL);
+	knot_pkt_free(a);
+	knot_pkt_free(b);
+	mxf_policy_free(policy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_image_equals_libknot),
 		cmocka_unit_test(test_image_declines),
+		cmocka_unit_test(test_verbatim),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
