@@ -47,6 +47,7 @@
 #define MOD_TTL		"\x03""ttl"
 #define MOD_LOG_INT	"\x0c""log-interval"
 #define MOD_TRANSFER	"\x08""transfer"
+#define MOD_COUNTERS	"\x08""counters"
 
 static const knot_lookup_t mode_opts[] = {
 	{ MXF_MODE_ENFORCE, "enforce" },
@@ -84,6 +85,7 @@ const yp_item_t mxfilter_conf[] = {
 	{ MOD_TTL,      YP_TINT,  YP_VINT = { 0, INT32_MAX, 0, YP_STIME } },
 	{ MOD_LOG_INT,  YP_TINT,  YP_VINT = { 0, MXF_MAX_LOG_INTERVAL, 60, YP_STIME } },
 	{ MOD_TRANSFER, YP_TOPT,  YP_VOPT = { transfer_opts, MXF_XFR_LOG } },
+	{ MOD_COUNTERS, YP_TBOOL, YP_VBOOL = { true } },
 	{ NULL }
 };
 
@@ -177,11 +179,14 @@ static bool fault(const char *what)
 
 /*** Per-zone context. ***/
 
-/* All a zone holds: the shared policy, and a signer if Knot signs it. */
+/* All a zone holds: the shared policy, a signer if Knot signs it, and
+ * whether its counters are registered ("counters: off" registers none;
+ * glue only, so ids that differ in nothing else share one policy). */
 typedef struct {
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
 	bool rotation; /* server answer-rotation: Knot reorders RRsets per query. */
+	bool counters; /* Counters registered (counters: on). */
 } zone_ctx_t;
 
 /*** Counters (registered in this order). ***/
@@ -233,10 +238,12 @@ static int register_counters(knotd_mod_t *mod)
 	return KNOT_EOK;
 }
 
+/* Every counter update goes through here: Knot has no counter storage for
+ * a zone that registered none, so the flag is checked before every one. */
 static void count(knotd_mod_t *mod, knotd_qdata_t *qdata, uint32_t ctr,
                   uint32_t idx, uint64_t val)
 {
-	if (val > 0) {
+	if (val > 0 && ((const zone_ctx_t *)knotd_mod_ctx(mod))->counters) {
 		knotd_mod_stats_incr(mod, qdata->params->thread_id, ctr, idx, val);
 	}
 }
@@ -828,7 +835,10 @@ static int mxfilter_load(knotd_mod_t *mod)
 	if (zc == NULL) {
 		return load_fail_closed(mod, err);
 	}
-	int ret = register_counters(mod);
+	/* Knot stores each counter per zone and worker thread: with 10^5
+	 * zones that is most of the module's memory, hence "counters: off". */
+	zc->counters = knotd_conf_mod(mod, MOD_COUNTERS).single.boolean;
+	int ret = zc->counters ? register_counters(mod) : KNOT_EOK;
 	if (ret != KNOT_EOK) {
 		zone_ctx_free(zc);
 		limiter_release();

@@ -7,10 +7,11 @@
  *
  * \brief Filtering policy: the configured exchange set and options.
  *
- * A policy is immutable once built. Zones whose configuration is identical
- * (every item, including the same mod-mxfilter id) share one policy through
- * the registry: mxf_policy_acquire() parses only the first time a given
- * configuration is seen, later calls take a reference.
+ * A policy is immutable once built. Zones whose policy settings are
+ * identical share one policy through the registry, whatever mod-mxfilter id
+ * they come from (two ids with the same settings share too):
+ * mxf_policy_acquire() parses only the first time a given configuration is
+ * seen, later calls take a reference.
  */
 
 #pragma once

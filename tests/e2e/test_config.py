@@ -33,6 +33,8 @@ INVALID = [
     ("ttl", "-5", ["-5"]),
     ("log-interval", "forever", ["forever"]),
     ("synthesize", "maybe", ["maybe"]),
+    ("counters", "maybe", ["maybe"]),
+    ("counters", "2", ["2"]),
 ]
 
 VALID_POLICY = """mod-mxfilter:
@@ -45,6 +47,7 @@ VALID_POLICY = """mod-mxfilter:
     ttl: 3600
     log-interval: 60
     transfer: log
+    counters: on
   - id: custom
     exchange: [ "0 mx0.filter.example", "65535 MX1.Filter.Example." ]
     mode: audit
@@ -53,6 +56,7 @@ VALID_POLICY = """mod-mxfilter:
     null-mx: replace
     log-interval: 0
     transfer: refuse
+    counters: off
 """
 
 

@@ -28,7 +28,9 @@ ZONES = [
     Zone("legacy.test", LEGACY, module="mod-mxfilter"),
     Zone("empty.test", "www A 192.0.2.1", module="mod-mxfilter"),
     Zone("plain.test", "@ MX 5 mail\nmail A 192.0.2.9"),
+    Zone("nostats.test", LEGACY, module="mod-mxfilter/nostats"),
 ]
+POLICIES = [{"id": "nostats", "counters": "off"}]
 
 LEGACY_NAMES = ("mailgate", "smtp.isp.net", "old.example")
 
@@ -40,8 +42,8 @@ class FailClosed(unittest.TestCase):
         if so is None:
             raise unittest.SkipTest("MXFILTER_FAULTY_SO not set or missing: the "
                                     "fault-injection build is needed for this test")
-        cls.k = Knotd(ZONES, so=so, env={"MXFILTER_FAULT": "enomem"},
-                      allow_module_errors=True)
+        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES, so=so,
+                      env={"MXFILTER_FAULT": "enomem"}, allow_module_errors=True)
         cls.k.start()
 
     @classmethod
@@ -78,6 +80,20 @@ class FailClosed(unittest.TestCase):
         summary("fail closed", seen[:4] + ["... %d queries, failed +%d" % (
             n, after.get("failed", 0) - before.get("failed", 0))] + lines[:2])
 
+    def test_counters_off_fails_closed(self):
+        """counters: off: the same SERVFAIL and error line, nothing counted."""
+        mark = self.k.mark()
+        for name in ("nostats.test", "sub.nostats.test"):
+            for tcp in (False, True):
+                r = self.k.wire(name, "MX", tcp=tcp)
+                self.assertEqual(r.rcode, "SERVFAIL", name + "\n" + r.text())
+                self.assertEqual(r.all_records(), [], r.text())
+        lines = self.k.wait_log(r" error: \[nostats\.test\.\] module 'mod-mxfilter/nostats', "
+                                r"failed to enforce MX", mark)
+        self.assertTrue(lines, "\n".join(self.k.module_lines(mark)))
+        self.assertEqual(self.k.zone_stats("nostats.test"), {})
+        self.assertTrue(self.k.alive())
+
     def test_synthesis_fails_closed(self):
         """An apex MX query that needs synthesis fails as SERVFAIL too."""
         r = self.k.kdig("empty.test", "MX")
@@ -107,8 +123,8 @@ class LoadFailsClosed(unittest.TestCase):
         so = module_so("MXFILTER_FAULTY_SO")
         if so is None:
             raise unittest.SkipTest("MXFILTER_FAULTY_SO not set or missing")
-        cls.k = Knotd(ZONES, so=so, env={"MXFILTER_FAULT": "load"},
-                      allow_module_errors=True)
+        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES, so=so,
+                      env={"MXFILTER_FAULT": "load"}, allow_module_errors=True)
         cls.k.start()
 
     @classmethod

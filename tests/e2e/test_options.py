@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Behaviour 3, 4, 5, 8 and the options: synthesize, scope, null-mx, ttl,
-mode audit, a custom exchange set. One knotd, one zone per policy."""
+mode audit, a custom exchange set, counters. One knotd, one zone per policy;
+a second one for changing `counters` by reload."""
 
+import re
 import unittest
 
 from knotharness import FILTER_SET, Knotd, Zone, main, summary
@@ -16,7 +18,23 @@ POLICIES = [
     {"id": "ttl", "ttl": 300},
     {"id": "audit", "mode": "audit"},
     {"id": "custom", "exchange": ["10 mx1.filter.example.", "30 MX2.filter.example"]},
+    # The defaults but counters: the same shared policy as `mod-mxfilter`.
+    {"id": "nocounters", "counters": "off"},
+    {"id": "counted", "counters": "on"},
+    {"id": "nocounters-audit", "mode": "audit", "counters": "off"},
+    {"id": "nocounters-refuse", "transfer": "refuse", "counters": "off"},
 ]
+
+# Every way a counted answer is reached: apex (PREANSWER), below the apex
+# and ANY (ANSWER), a wildcard, a CNAME to a legacy MX.
+COUNTED = """
+@ MX 5 mailgate
+@ MX 40 smtp.isp.net.
+mailgate A 192.0.2.5
+sub MX 7 mailgate
+*.wild MX 8 old.example.
+alias CNAME sub
+"""
 
 ZONES = [
     Zone("synth.test", "www A 192.0.2.1", module="mod-mxfilter"),
@@ -44,6 +62,12 @@ ZONES = [
         @ MX 10 old.example.
         @ MX 25 other.example.
     """, module="mod-mxfilter/custom"),
+    Zone("stats-on.test", COUNTED, module="mod-mxfilter"),
+    Zone("stats-off.test", COUNTED, module="mod-mxfilter/nocounters"),
+    Zone("stats-on-explicit.test", COUNTED, module="mod-mxfilter/counted"),
+    Zone("nostats-synth.test", "www A 192.0.2.1", module="mod-mxfilter/nocounters"),
+    Zone("nostats-audit.test", COUNTED, module="mod-mxfilter/nocounters-audit"),
+    Zone("nostats-refuse.test", COUNTED, module="mod-mxfilter/nocounters-refuse"),
 ]
 
 PREFIX = r"\[%s\.\] module 'mod-mxfilter(/[^']+)?', "
@@ -197,12 +221,141 @@ class Options(unittest.TestCase):
             self.assertEqual({a[1] for a in r.answer}, {3600}, "compliant: untouched\n" + r.text())
         self.assertTrue(self.k.zone_stats("tpl-a.test"), "counters of a template zone")
 
+    # -- counters
+    def counted_queries(self, zone):
+        """Every kind of counted MX answer for ZONE, UDP and TCP; returns the
+        number of enforced answers."""
+        n = 0
+        for name, rtype in ((zone, "MX"), ("sub." + zone, "MX"), ("sub." + zone, "ANY"),
+                            ("x.wild." + zone, "MX"), ("alias." + zone, "MX")):
+            for what, r in self.both(name, rtype):
+                self.assertEqual(r.rcode, "NOERROR", what + "\n" + r.text())
+                self.assertEqual(r.mx(), FILTER_SET, "%s %s %s\n%s" % (name, rtype, what,
+                                                                        r.text()))
+                self.assertEqual(r.records("additional", "A"), [], r.text())
+                n += 1
+        return n
+
+    def module_stat_lines(self, *args):
+        rc, out, err = self.k._knotc_raw("zone-stats", *args)
+        return rc, out + err, re.findall(r"(?m)^\[([^\]]+)\] mod-mxfilter\.", out)
+
+    def test_counters_off(self):
+        """counters: off: answers enforced and logged exactly as with
+        counters, but `knotc zone-stats` shows no mod-mxfilter counter for
+        the zone; zones with the default id (the same shared policy) and
+        with an explicit `counters: on` keep theirs."""
+        mark = self.k.mark()
+        n_on = self.k.zone_stats("stats-on.test")
+        n_explicit = self.k.zone_stats("stats-on-explicit.test")
+        self.assertEqual(len(n_on), 9, n_on)
+        self.assertEqual(set(n_explicit), set(n_on), n_explicit)
+        d_on = self.delta("stats-on.test", lambda: self.counted_queries("stats-on.test"))
+        d_explicit = self.delta("stats-on-explicit.test",
+                                lambda: self.counted_queries("stats-on-explicit.test"))
+        n = self.counted_queries("stats-off.test")
+        for xfr in ("AXFR", "IXFR=0"):
+            msgs = self.k.kdig("stats-off.test", xfr)
+            self.assertEqual({m.rcode for m in msgs}, {"NOERROR"}, xfr)
+
+        # Counted where counters are on ...
+        for d in (d_on, d_explicit):
+            self.assertEqual(d.get("enforced"), n, d)
+            self.assertGreaterEqual(d.get("blocked[bypass]", 0), n, d)
+        # ... and nowhere for the zone without them.
+        self.assertEqual(self.k.zone_stats("stats-off.test"), {})
+        rc, off_out, zones = self.module_stat_lines("stats-off.test", "mod-mxfilter")
+        self.assertEqual(zones, [], off_out)
+        self.assertRegex(off_out, r"not exists", "knotc zone-stats, zone without counters")
+        rc, out, zones = self.module_stat_lines("--", "mod-mxfilter.enforced")
+        self.assertIn("stats-on.test.", zones, out)
+        self.assertIn("stats-on-explicit.test.", zones, out)
+        self.assertFalse([z for z in zones if "stats-off" in z or "nostats" in z], out)
+
+        # The audit trail is the same: every legacy record of every path,
+        # and the transfers, under the instance's own name.
+        pre = PREFIX % r"stats-off\.test" + r"legacy MX blocked, owner %s, preference %d, "
+        rx = {"apex 5": pre % (r"stats-off\.test\.", 5),
+              "apex 40": pre % (r"stats-off\.test\.", 40),
+              "sub": pre % (r"sub\.stats-off\.test\.", 7),
+              "wildcard": pre % (r"\*\.wild\.stats-off\.test\.", 8)}
+        lines = []
+        for what, pattern in rx.items():
+            got = self.k.wait_log(pattern, mark)
+            self.assertTrue(got, "%s: %s\n%s" % (what, pattern,
+                                                  "\n".join(self.k.module_lines(mark))))
+            self.assertIn("module 'mod-mxfilter/nocounters', ", got[0])
+            lines += got[:1]
+        xfr = self.k.wait_log(PREFIX % r"stats-off\.test" + r"outgoing transfer served, "
+                              r"type (AXFR|IXFR), client 127\.0\.0\.1, serial 1$", mark, count=2)
+        self.assertTrue(xfr, "\n".join(self.k.module_lines(mark)))
+        self.assertTrue(self.k.alive())
+        summary("counters off", ["%d enforced answers; counters: default id +%d, "
+                                 "counters: on +%d, counters: off: none (%s)" % (
+                                     n, d_on["enforced"], d_explicit["enforced"],
+                                     off_out.strip())] + lines + xfr[:1])
+
+    def test_counters_off_other_paths(self):
+        """counters: off with synthesis, audit mode and refused transfers:
+        same answers and lines as with counters, no counters."""
+        mark = self.k.mark()
+        for what, r in self.both("nostats-synth.test"):
+            self.assertEqual((r.rcode, r.aa, r.mx()), ("NOERROR", True, FILTER_SET),
+                             what + "\n" + r.text())
+        for what, r in self.both("nostats-audit.test"):
+            self.assertEqual(r.mx(), [(5, "mailgate.nostats-audit.test."),
+                                      (40, "smtp.isp.net.")], what + "\n" + r.text())
+        msgs = self.k.kdig("nostats-refuse.test", "AXFR")
+        self.assertEqual([m.rcode for m in msgs], ["REFUSED"], msgs)
+        for what, r in self.both("nostats-refuse.test"):
+            self.assertEqual(r.mx(), FILTER_SET, what + "\n" + r.text())
+        audit = self.k.wait_log(r" warning: " + PREFIX % r"nostats-audit\.test" +
+                                r"legacy MX audit, owner nostats-audit\.test\., "
+                                r"preference 5, ", mark)
+        refused = self.k.wait_log(PREFIX % r"nostats-refuse\.test" +
+                                  r"outgoing transfer refused, type AXFR", mark)
+        self.assertTrue(audit and refused, "\n".join(self.k.module_lines(mark)))
+        for zone in ("nostats-synth.test", "nostats-audit.test", "nostats-refuse.test"):
+            self.assertEqual(self.k.zone_stats(zone), {}, zone)
+        self.assertTrue(self.k.alive())
+
     def test_shared_policy_zones_independent(self):
         """Zones using the default policy do not see each other's data."""
         r = self.k.kdig("inherit.test", "MX")
         self.assertEqual({a[0] for a in r.answer}, {"inherit.test."})
         r = self.k.kdig("synth.test", "MX")
         self.assertEqual({a[0] for a in r.answer}, {"synth.test."})
+
+
+class CountersReload(unittest.TestCase):
+    """`counters` changed by `knotc reload`: the zone's counters come and go
+    with the configuration, and answers stay enforced throughout."""
+
+    def test_reload_toggles_counters(self):
+        z = Zone("toggle.test", COUNTED, module="mod-mxfilter/toggle")
+        k = Knotd([z], mod_mxfilter=[{"id": "toggle", "counters": "off"}])
+        seen = []
+        with k:
+            for counters in ("off", "on", "off"):
+                if counters != "off" or seen:
+                    k.mod_mxfilter = [{"id": "toggle", "counters": counters}]
+                    k.write_conf()
+                    k.reload()
+                for name in ("toggle.test", "sub.toggle.test"):
+                    for tcp in (False, True):
+                        r = k.wire(name, "MX", tcp=tcp)
+                        self.assertEqual(r.mx(), FILTER_SET, "%s %s\n%s" % (
+                            counters, name, r.text()))
+                stats = k.zone_stats("toggle.test")
+                if counters == "on":
+                    self.assertEqual(stats.get("enforced"), 4, stats)
+                else:
+                    self.assertEqual(stats, {}, "counters: off")
+                seen.append("counters: %s -> %s" % (
+                    counters, ", ".join("%s = %d" % kv for kv in sorted(stats.items())
+                                        if kv[1]) or "no counters"))
+            self.assertTrue(k.alive())
+        summary("counters by reload", seen)
 
 
 if __name__ == "__main__":
