@@ -20,6 +20,7 @@ struct mxf_image {
 	uint16_t rec_at[MXF_MAX_EXCHANGES];   /* Record starts: owner pointer, TTL at +6. */
 	uint16_t reloc_at[MXF_MAX_EXCHANGES];
 	uint16_t hint[KNOT_COMPR_HINT_COUNT]; /* Hints left in rr_info, 0 = none. */
+	uint16_t hint_end;          /* hint[] is 0 from here on. */
 	uint16_t suffix_pos;        /* Compression suffix left behind, 0 = the QNAME. */
 	uint16_t suffix_labels;
 	uint8_t tld[1 + KNOT_DNAME_MAXLABELLEN]; /* First exchange's last label. */
@@ -87,6 +88,9 @@ static bool image_scan(struct mxf_image *img, const knot_pkt_t *pkt, uint16_t co
 			return false;
 		}
 		img->hint[h] = v;
+		if (v != 0) {
+			img->hint_end = (uint16_t)(h + 1);
+		}
 	}
 	if (pkt->compr.suffix.pos != KNOT_WIRE_HEADER_SIZE) {
 		if (pkt->compr.suffix.pos < img->base || pkt->compr.suffix.pos >= pkt->size) {
@@ -209,7 +213,7 @@ bool mxf_image_put(knot_pkt_t *pkt, const mxf_policy_t *policy,
 	info->pos = at;
 	info->flags = flags;
 	info->compress_ptr[KNOT_COMPR_HINT_OWNER] = hint;
-	for (int h = KNOT_COMPR_HINT_RDATA; h < KNOT_COMPR_HINT_COUNT; h++) {
+	for (int h = KNOT_COMPR_HINT_RDATA; h < img->hint_end; h++) {
 		if (img->hint[h] != 0) {
 			info->compress_ptr[h] = (uint16_t)(img->hint[h] + delta);
 		}

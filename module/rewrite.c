@@ -244,7 +244,8 @@ static uint16_t sat_add(uint16_t a, uint32_t b)
 
 /* Reports the legacy records of one entry and counts them. */
 static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
-                         uint16_t flags, mxf_action_t action, mxf_result_t *res)
+                         uint16_t flags, mxf_action_t action, bool all_legacy,
+                         mxf_result_t *res)
 {
 	const mxf_policy_t *policy = ctx->policy;
 	bool expanded = (flags & KNOT_PF_FREE) != 0;
@@ -253,7 +254,7 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
 	              ctx->on_legacy_set(rr, expanded, action, ctx->cb_data));
 	const knot_rdata_t *rd = rr->rrs.rdata;
 	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = rd_next(rd)) {
-		if (!mxf_rdata_is_legacy(policy, rd)) {
+		if (!all_legacy && !mxf_rdata_is_legacy(policy, rd)) {
 			continue;
 		}
 		uint16_t pref = (rd->len >= 2) ? knot_wire_read_u16(rd->data) : 0;
@@ -280,7 +281,7 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
 void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
                 mxf_action_t action, mxf_result_t *res)
 {
-	report_entry(ctx, rr, expanded ? KNOT_PF_FREE : 0, action, res);
+	report_entry(ctx, rr, expanded ? KNOT_PF_FREE : 0, action, false, res);
 }
 
 /*** Packet helpers. ***/
@@ -492,10 +493,11 @@ static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 	for (uint16_t j = lead; j < end; j++) {
 		const knot_rrset_t *rr = &pkt->rr[j];
 		if (act[j] != ACT_SEEN || rr->type != KNOT_RRTYPE_MX ||
-		    !knot_dname_is_case_equal(rr->owner, owner_rr->owner)) {
+		    (j != lead && !knot_dname_is_case_equal(rr->owner, owner_rr->owner))) {
 			continue;
 		}
-		report_entry(ctx, rr, pkt->rr_info[j].flags, action, res);
+		/* No filtering exchange seen in the group: every record is legacy. */
+		report_entry(ctx, rr, pkt->rr_info[j].flags, action, acc.seen == 0, res);
 		if (change) {
 			act[j] = ACT_SEEN | ((j == lead && sec == KNOT_ANSWER) ?
 			                     ACT_REPLACE : ACT_DROP);

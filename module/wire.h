@@ -32,16 +32,20 @@ static inline uint64_t mxf_lower8(uint64_t w)
  * ignoring ASCII case. */
 static inline bool mxf_wire_case_equal(const uint8_t *a, const uint8_t *lower, size_t n)
 {
-	while (n >= 8) {
+	if (n >= 8) {
+		/* Whole words, then the last 8 bytes (overlapping the previous
+		 * word when n is not a multiple of 8): no byte loop. */
 		uint64_t x, y;
-		memcpy(&x, a, 8);
-		memcpy(&y, lower, 8);
-		if (mxf_lower8(x) != y) {
-			return false;
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, lower + i, 8);
+			if (mxf_lower8(x) != y) {
+				return false;
+			}
 		}
-		a += 8;
-		lower += 8;
-		n -= 8;
+		memcpy(&x, a + n - 8, 8);
+		memcpy(&y, lower + n - 8, 8);
+		return mxf_lower8(x) == y;
 	}
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = a[i];
