@@ -393,9 +393,11 @@ def parse_wire(msg):
 
 
 def wire_query(port, name, rtype, tcp=False, edns=True, bufsize=1232,
-               do=False, cd=False, timeout=3.0, host="127.0.0.1"):
-    """Send one query with NAME spelled exactly as given; return Result."""
-    qid = struct.unpack("!H", os.urandom(2))[0]
+               do=False, cd=False, timeout=3.0, host="127.0.0.1", qid=None):
+    """Send one query with NAME spelled exactly as given (message ID QID,
+    random by default); return Result."""
+    if qid is None:
+        qid = struct.unpack("!H", os.urandom(2))[0]
     flags = 0x0010 if cd else 0
     q = struct.pack("!6H", qid, flags, 1, 0, 0, 1 if edns else 0)
     q += _qname_wire(name) + struct.pack("!HH", TYPES[rtype] if isinstance(rtype, str) else rtype, 1)

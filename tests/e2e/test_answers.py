@@ -296,5 +296,49 @@ class Answers(unittest.TestCase):
                                           "relay.sub.your-domain.com."), r.text())
 
 
+class AnswerRotation(unittest.TestCase):
+    """With `answer-rotation: on` Knot orders an RRset by the query's
+    message ID. A zone already holding the filtering set is then served by
+    Knot itself (rotated, byte-identical to a server without the module);
+    the enforced set keeps one order."""
+
+    @classmethod
+    def setUpClass(cls):
+        rot = {"answer-rotation": "on"}
+        cls.k = Knotd(zones(True), server=rot)
+        cls.k.start()
+        try:
+            cls.ref = Knotd(zones(False), load_module=False, name="reference", server=rot)
+            cls.ref.start()
+        except Exception:
+            cls.k.stop(check=False)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.k.stop()
+        finally:
+            cls.ref.stop()
+
+    def test_compliant_rotates(self):
+        orders = set()
+        for qid in (2, 3, 4, 5):
+            r = self.k.wire("security-mail.net", "MX", qid=qid)
+            ref = self.ref.wire("security-mail.net", "MX", qid=qid)
+            self.assertEqual(r.raw, ref.raw, "ID %d\n%s\n--- reference\n%s"
+                             % (qid, r.text(), ref.text()))
+            orders.add(tuple(a[3] for a in r.answer))
+        self.assertEqual(len(orders), 2, "Knot rotates the zone's own set: %s" % orders)
+
+    def test_enforced_fixed_order(self):
+        orders = set()
+        for qid in (2, 3, 4, 5):
+            r = self.k.wire("your-domain.com", "MX", qid=qid)
+            self.assertEqual(r.mx(), FILTER_SET, r.text())
+            orders.add(tuple(a[3] for a in r.answer))
+        self.assertEqual(len(orders), 1, orders)
+
+
 if __name__ == "__main__":
     main()
