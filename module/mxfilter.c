@@ -179,9 +179,9 @@ static bool fault(const char *what)
 
 /*** Per-zone context. ***/
 
-/* All a zone holds: the shared policy, a signer if Knot signs it, and
- * whether its counters are registered ("counters: off" registers none;
- * glue only, so ids that differ in nothing else share one policy). */
+/* All a zone holds: the shared policy, a signer if Knot signs it, and two
+ * flags read at load. "counters" is glue only, so ids that differ in
+ * nothing else share one policy. */
 typedef struct {
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
@@ -264,9 +264,8 @@ static void count_result(knotd_mod_t *mod, knotd_qdata_t *qdata,
 typedef struct {
 	knotd_mod_t *mod;
 	knotd_qdata_t *qdata;
-	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
-	mxf_audit_t audit;
+	mxf_audit_t audit;  /* Which legacy records get a log line. */
 } query_ctx_t;
 
 static bool on_legacy_set(const knot_rrset_t *rr, bool expanded, mxf_action_t action,
@@ -333,7 +332,6 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	ac->mod = mod;
 	ac->qdata = qdata;
-	ac->policy = zc->policy;
 	ac->signer = zc->signer;
 	mxf_audit_init(&ac->audit, limiter, knotd_mod_zone(mod), zc->policy->log_interval);
 	mxf_ctx_t ctx = {
