@@ -78,13 +78,19 @@ def zones(with_module):
             Zone("security-mail.net", CONFORMS_BODY, module=mod)]
 
 
-class Answers(unittest.TestCase):
+class WithReference(unittest.TestCase):
+    """knotd with the module (self.k) and a reference knotd without it
+    (self.ref), serving the same zones with the same `server:` items."""
+
+    SERVER = {}
+
     @classmethod
     def setUpClass(cls):
-        cls.k = Knotd(zones(True))
+        cls.k = Knotd(zones(True), server=cls.SERVER)
         cls.k.start()
         try:
-            cls.ref = Knotd(zones(False), load_module=False, name="reference")
+            cls.ref = Knotd(zones(False), load_module=False, name="reference",
+                            server=cls.SERVER)
             cls.ref.start()
         except Exception:
             cls.k.stop(check=False)
@@ -97,6 +103,8 @@ class Answers(unittest.TestCase):
         finally:
             cls.ref.stop()
 
+
+class Answers(WithReference):
     def variants(self):
         for tcp in (False, True):
             for edns in (True, False):
@@ -296,30 +304,13 @@ class Answers(unittest.TestCase):
                                           "relay.sub.your-domain.com."), r.text())
 
 
-class AnswerRotation(unittest.TestCase):
+class AnswerRotation(WithReference):
     """With `answer-rotation: on` Knot orders an RRset by the query's
     message ID. A zone already holding the filtering set is then served by
     Knot itself (rotated, byte-identical to a server without the module);
     the enforced set keeps one order."""
 
-    @classmethod
-    def setUpClass(cls):
-        rot = {"answer-rotation": "on"}
-        cls.k = Knotd(zones(True), server=rot)
-        cls.k.start()
-        try:
-            cls.ref = Knotd(zones(False), load_module=False, name="reference", server=rot)
-            cls.ref.start()
-        except Exception:
-            cls.k.stop(check=False)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.k.stop()
-        finally:
-            cls.ref.stop()
+    SERVER = {"answer-rotation": "on"}
 
     def test_compliant_rotates(self):
         orders = set()
