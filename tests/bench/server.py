@@ -11,6 +11,14 @@ lookup cost depends on the names: www.plain.test vs www.enrolled.test put
   conforms.test   (D) enrolled and already compliant (the module's cost
                       when there is nothing to rewrite)
 
+Some instruction-count cases change only the module on baseline.test, so
+that the comparison is the same query to the same zone in the same zone
+set (knotd's zone and name lookups cost differently for other names):
+mod-mxfilter, or mod-hookfloor with 1 or 3 hooks that do nothing
+(tests/bench/hookfloor.c, built next to the module: HOOKFLOOR_SO or
+BUILD/tests/bench/hookfloor.so), which shows knotd's own cost of a zone
+query plan, the floor under the module's cost for an A query.
+
 1. Throughput (noisy): dnsperf rounds interleaved A/B/A/B, UDP and TCP;
    median QPS of each side and the ratio.
      (a)  www.enrolled.test A   vs  www.baseline.test A
@@ -63,22 +71,53 @@ LEGACY_SUB = "5 mx.sub\nsub MX 40 smtp.isp.net."
 FILTER = ("10 france.security-mail.net.\n{owner} MX 20 europe.security-mail.net.")
 
 
-def zones():
+def hookfloor_so():
+    """mod-hookfloor's shared object, or None."""
+    so = os.environ.get("HOOKFLOOR_SO")
+    if not so and kh.module_so():
+        build = os.path.dirname(os.path.dirname(kh.module_so()))
+        so = os.path.join(build, "tests", "bench", "hookfloor.so")
+    return so if so and os.path.exists(so) else None
+
+
+HOOKFLOOR_CONF = "mod-hookfloor:\n  - id: one\n    hooks: 1\n  - id: three\n    hooks: 3\n"
+
+
+def zones(baseline=None):
+    """The four zones; BASELINE changes baseline.test: {"module": id} runs a
+    module on it, {"data": "compliant"} gives it the filtering set."""
+    baseline = baseline or {}
     legacy = BODY.format(apex=LEGACY_APEX, sub=LEGACY_SUB)
     compliant = BODY.format(apex=FILTER.format(owner="@"),
                             sub=FILTER.format(owner="sub"))
     return [
         kh.Zone("enrolled.test", legacy, module="mod-mxfilter"),
-        kh.Zone("baseline.test", legacy),
+        kh.Zone("baseline.test", compliant if baseline.get("data") == "compliant" else legacy,
+                module=baseline.get("module")),
         kh.Zone("filtered.test", compliant),
         kh.Zone("conforms.test", compliant, module="mod-mxfilter"),
     ]
 
 
-# Query cases: name -> (qname, qtype).
+def knotd_args():
+    """Keyword arguments for kh.Knotd: mod-hookfloor when it is built."""
+    so = hookfloor_so()
+    if not so:
+        return {}
+    return {"extra_modules": [("mod-hookfloor", so)], "extra_conf": HOOKFLOOR_CONF}
+
+
+# Query cases: name -> (qname, qtype[, baseline.test variant, see zones()]).
+ENROLLED = {"module": "mod-mxfilter"}
+COMPLIANT = {"data": "compliant"}
 CASES = {
     "A-enrolled": ("www.enrolled.test", "A"),
     "A-plain": ("www.baseline.test", "A"),
+    "A-plain-enrolled": ("www.baseline.test", "A", ENROLLED),
+    "MX-same-zone-enforced-apex": ("baseline.test", "MX", ENROLLED),
+    "MX-same-zone-compliant-apex": ("baseline.test", "MX", COMPLIANT),
+    "MX-same-zone-enforced-sub": ("sub.baseline.test", "MX", ENROLLED),
+    "MX-same-zone-compliant-sub": ("sub.baseline.test", "MX", COMPLIANT),
     "MX-enforced-apex": ("enrolled.test", "MX"),
     "MX-enforced-sub": ("sub.enrolled.test", "MX"),
     "MX-compliant-apex": ("filtered.test", "MX"),
@@ -87,18 +126,36 @@ CASES = {
     "MX-enrolled-compliant-sub": ("sub.conforms.test", "MX"),
     "MX-plain-apex": ("baseline.test", "MX"),
 }
+FLOOR_CASES = {
+    "A-plain-1-empty-hook": ("www.baseline.test", "A", {"module": "mod-hookfloor/one"}),
+    "A-plain-3-empty-hooks": ("www.baseline.test", "A", {"module": "mod-hookfloor/three"}),
+}
 
 # (label, case, baseline, target ratio)
 COMPARISONS = [
-    ("(a) A enrolled / plain", "A-enrolled", "A-plain", 1.01),
-    ("(b) MX apex enforced / compliant", "MX-enforced-apex", "MX-compliant-apex", 1.10),
-    ("(b) MX sub enforced / compliant", "MX-enforced-sub", "MX-compliant-sub", 1.10),
+    ("(a) A, zone enrolled / not enrolled", "A-plain-enrolled", "A-plain", 1.01),
+    ("(b) MX apex, same zone enforced / compliant", "MX-same-zone-enforced-apex",
+     "MX-same-zone-compliant-apex", 1.10),
+    ("(b) MX sub, same zone enforced / compliant", "MX-same-zone-enforced-sub",
+     "MX-same-zone-compliant-sub", 1.10),
+    ("    MX apex enforced / compliant (two zones)", "MX-enforced-apex",
+     "MX-compliant-apex", None),
+    ("    MX sub enforced / compliant (two zones)", "MX-enforced-sub",
+     "MX-compliant-sub", None),
     ("    MX apex enrolled-compliant / compliant", "MX-enrolled-compliant-apex",
      "MX-compliant-apex", None),
     ("    MX sub enrolled-compliant / compliant", "MX-enrolled-compliant-sub",
      "MX-compliant-sub", None),
     ("    MX apex enforced / plain (legacy served)", "MX-enforced-apex",
      "MX-plain-apex", None),
+    ("    A, enrolled.test / baseline.test", "A-enrolled", "A-plain", None),
+]
+
+FLOOR_COMPARISONS = [
+    ("    A, 1 empty hook / not enrolled (knotd)", "A-plain-1-empty-hook", "A-plain", None),
+    ("    A, 3 empty hooks / not enrolled (knotd)", "A-plain-3-empty-hooks", "A-plain", None),
+    ("    A, enrolled / 3 empty hooks (module's own)", "A-plain-enrolled",
+     "A-plain-3-empty-hooks", None),
 ]
 
 QPS_PAIRS = [("A-enrolled", "A-plain"),
@@ -112,7 +169,7 @@ def out(line=""):
 
 
 def query_file(directory, case, lines):
-    qname, qtype = CASES[case]
+    qname, qtype = CASES[case][:2]
     path = os.path.join(directory, "%s.%d.txt" % (case, lines))
     if not os.path.exists(path):
         with open(path, "w") as f:
@@ -143,7 +200,7 @@ def check_answers(k):
     filt = [(10, "france.security-mail.net."), (20, "europe.security-mail.net.")]
     for case in ("MX-enforced-apex", "MX-enforced-sub", "MX-compliant-apex",
                  "MX-enrolled-compliant-sub"):
-        qname, _ = CASES[case]
+        qname = CASES[case][0]
         r = kh.wire_query(k.port, qname, "MX", timeout=30)
         if r.rcode != "NOERROR" or r.mx() != filt:
             raise RuntimeError("%s: unexpected answer %r" % (case, r))
@@ -158,7 +215,7 @@ def check_answers(k):
 def qps_rounds(args, tmp):
     out("== throughput: dnsperf, %d interleaved rounds x %g s per side "
         "(noisy: +-4%% between identical rounds) ==" % (args.rounds, args.seconds))
-    k = kh.Knotd(zones(), log_level="info")
+    k = kh.Knotd(zones(), log_level="info", **knotd_args())
     k.start()
     rows = []
     try:
@@ -212,8 +269,9 @@ class CallgrindKnotd(kh.Knotd):
 
     START_TIMEOUT = 240.0
 
-    def __init__(self, out_file, tmp, **kw):
-        super().__init__(zones(), log_level="info", **kw)
+    def __init__(self, out_file, tmp, baseline=None, **kw):
+        kw.update(knotd_args())
+        super().__init__(zones(baseline), log_level="info", **kw)
         self.out_file = out_file
         self.wrapper = os.path.join(tmp, "knotd-callgrind.sh")
         with open(self.wrapper, "w") as f:
@@ -262,7 +320,8 @@ def callgrind_run(case, n, tmp, rate):
     cg = os.path.join(tmp, "callgrind.%s.out" % (case or "zero"))
     if os.path.exists(cg):
         os.unlink(cg)
-    k = CallgrindKnotd(cg, tmp)
+    spec = CASES.get(case, ())
+    k = CallgrindKnotd(cg, tmp, baseline=spec[2] if len(spec) > 2 else None)
     t0 = time.monotonic()
     k.start()
     started = time.monotonic() - t0
@@ -389,7 +448,7 @@ def callgrind_all(args, tmp):
             "(inclusive / self) --" % case)
         for ir, func, obj in sorted(incl, reverse=True)[:args.top]:
             out("  %9.1f %9.1f  %s (%s)" % (ir / n, self_.get(func, 0) / n, func, obj))
-    for label, case, base, target in COMPARISONS[:3] + COMPARISONS[3:5]:
+    for label, case, base, target in COMPARISONS[:3] + COMPARISONS[5:7]:
         rows = profile_diff(runs[case]["file"], runs[base]["file"], n, args.top,
                             per[case] - per[base])
         if not rows:
@@ -436,6 +495,12 @@ def main():
     if DNSPERF is None or not os.path.exists(kh.KNOTD):
         out("skip: dnsperf or knotd missing (apt-get install dnsperf knot)")
         return 77
+
+    if hookfloor_so():
+        CASES.update(FLOOR_CASES)
+        COMPARISONS.extend(FLOOR_COMPARISONS)
+    else:
+        out("(mod-hookfloor not built: no floor cases; see HOOKFLOOR_SO)")
 
     tmp = tempfile.mkdtemp(prefix="mxf-bench-")
     ok = True

@@ -456,7 +456,7 @@ class Knotd:
     def __init__(self, zones=(), mod_mxfilter=None, templates=(),
                  load_module=True, so=None, env=None, log_level="debug",
                  extra_conf="", name="knotd", zone_files=None, server=None,
-                 allow_module_errors=False):
+                 allow_module_errors=False, extra_modules=()):
         self.zones = list(zones)
         self.mod_mxfilter = mod_mxfilter
         self.templates = list(templates)
@@ -469,6 +469,7 @@ class Knotd:
         self.zone_files = dict(zone_files or {})  # files of zones not in zones=
         self.server_extra = dict(server or {})      # more `server:` items
         self.allow_module_errors = allow_module_errors
+        self.extra_modules = list(extra_modules)     # more (id, file) modules
         self.proc = None
         self.dir = None
         self.port = None
@@ -498,8 +499,9 @@ class Knotd:
                  "".join("  %s: %s\n" % (k, yval(v)) for k, v in self.server_extra.items()))
         c.append("database:\n  storage: %s\n" % os.path.join(self.dir, "storage"))
         c.append("log:\n  - target: %s\n    any: %s\n" % (self.log_path, self.log_level))
-        if self.load_module:
-            c.append("module:\n  - id: mod-mxfilter\n    file: %s\n" % self.so)
+        mods = ([("mod-mxfilter", self.so)] if self.load_module else []) + self.extra_modules
+        if mods:
+            c.append("module:\n" + "".join("  - id: %s\n    file: %s\n" % m for m in mods))
         if self.mod_mxfilter:
             c.append(render_section("mod-mxfilter", self.mod_mxfilter))
         if self.extra_conf:
