@@ -456,7 +456,7 @@ class Knotd:
     def __init__(self, zones=(), mod_mxfilter=None, templates=(),
                  load_module=True, so=None, env=None, log_level="debug",
                  extra_conf="", name="knotd", zone_files=None, server=None,
-                 allow_module_errors=False, extra_modules=()):
+                 allow_module_errors=False, extra_modules=(), before_start=None):
         self.zones = list(zones)
         self.mod_mxfilter = mod_mxfilter
         self.templates = list(templates)
@@ -470,6 +470,7 @@ class Knotd:
         self.server_extra = dict(server or {})      # more `server:` items
         self.allow_module_errors = allow_module_errors
         self.extra_modules = list(extra_modules)     # more (id, file) modules
+        self.before_start = before_start  # f(self): conf written, knotd not yet running
         self.proc = None
         self.dir = None
         self.port = None
@@ -576,6 +577,8 @@ class Knotd:
             self.port = free_port()
             with open(self.conf_path, "w") as f:
                 f.write(self.render_conf())
+            if attempt == 0 and self.before_start is not None:
+                self.before_start(self)  # e.g. keymgr on the KASP database
             self._err = open(self.stderr_path, "a")
             self.proc = subprocess.Popen([KNOTD, "-c", self.conf_path],
                                          stdout=self._err, stderr=self._err,

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Signed zone with an offline KSK (Knot's KSR/SKR ceremony): the server
+holds only the ZSK, the DNSKEY set and its signature come from the KSK
+side. The module signs enforced answers with the ZSK, shaped like the
+zone's SOA signature, and a validating resolver accepts them.
+
+The ceremony, as in Knot's documentation ("DNSSEC Offline KSK"): KSK side
+`keymgr generate ksk=yes`; ZSK side (the server's KASP database)
+`keymgr generate ksk=no`, `generate-ksr`; KSK side `sign-ksr`; ZSK side
+`import-skr`; then knotd starts and signs.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import unittest
+
+from knotharness import FILTER_SET, Knotd, Zone, main, run
+
+DELV = shutil.which("delv")
+KEYMGR = shutil.which("keymgr") or "/usr/sbin/keymgr"
+ZONE = "offline.test"
+
+POLICY = """policy:
+  - id: offline
+    algorithm: ecdsap256sha256
+    manual: on
+    offline-ksk: on
+    dnskey-ttl: 1
+    zone-max-ttl: 1
+"""
+
+TEXT = """$ORIGIN offline.test.
+$TTL 1
+@ 1 SOA ns1 hostmaster 1 3600 900 604800 1
+@ NS ns1
+ns1 A 127.0.0.1
+@ MX 5 mailgate
+@ MX 40 smtp.isp.net.
+mailgate A 192.0.2.25
+sub MX 5 mailgate
+"""
+
+
+def keymgr(conf, *args):
+    rc, out, err = run([KEYMGR, "-c", conf, ZONE + "."] + list(args), timeout=60)
+    if rc != 0:
+        raise RuntimeError("keymgr %s: %s%s" % (" ".join(args), out, err))
+    return out
+
+
+class OfflineKsk(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(KEYMGR):
+            raise unittest.SkipTest("keymgr not installed")
+        cls.tmp = tempfile.mkdtemp(prefix="mxf-oksk-")
+        # The KSK side: a KASP database of its own, never seen by knotd.
+        cls.ksk_conf = os.path.join(cls.tmp, "ksk.conf")
+        with open(cls.ksk_conf, "w") as f:
+            f.write("database:\n  storage: %s\n%szone:\n  - domain: %s\n"
+                    "    dnssec-signing: on\n    dnssec-policy: offline\n"
+                    % (cls.tmp, POLICY, ZONE))
+        keymgr(cls.ksk_conf, "generate", "ksk=yes", "algorithm=13")
+
+        def ceremony(k):
+            keymgr(k.conf_path, "generate", "ksk=no", "algorithm=13")
+            ksr = os.path.join(cls.tmp, "ksr")
+            skr = os.path.join(cls.tmp, "skr")
+            with open(ksr, "w") as f:
+                f.write(keymgr(k.conf_path, "generate-ksr", "+0", "+14d"))
+            with open(skr, "w") as f:
+                f.write(keymgr(cls.ksk_conf, "sign-ksr", ksr))
+            keymgr(k.conf_path, "import-skr", skr)
+
+        zone = Zone(ZONE, text=TEXT, module="mod-mxfilter",
+                    extra={"dnssec-signing": "on", "dnssec-policy": "offline"})
+        cls.k = Knotd([zone], extra_conf=POLICY, before_start=ceremony)
+        try:
+            cls.k.start()
+        except Exception:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.k.stop()
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def keys(self, conf):
+        """(key tag, 'KSK'|'ZSK') of the keys in CONF's KASP database."""
+        return re.findall(r"^\S+ (\d+) (KSK|ZSK) ", keymgr(conf, "list"), re.M)
+
+    def test_server_holds_no_ksk(self):
+        server = self.keys(self.k.conf_path)
+        self.assertEqual([t for _, t in server], ["ZSK"], server)
+        ksk_tags = {int(tag) for tag, _ in self.keys(self.ksk_conf)}
+        r = self.k.kdig(ZONE, "DNSKEY", do=True, tcp=True)
+        published = [a[3] for a in r.answer if a[2] == "DNSKEY"]
+        self.assertTrue(any(p.startswith("257 ") for p in published), r.text())
+        sig_tags = {int(a[3].split()[6]) for a in r.answer
+                    if a[2] == "RRSIG" and a[3].startswith("DNSKEY ")}
+        self.assertEqual(sig_tags, ksk_tags, "DNSKEY signed by the offline KSK\n" + r.text())
+
+    def test_enforced_answers_signed_by_the_zsk(self):
+        zsk = int(self.keys(self.k.conf_path)[0][0])
+        soa = self.k.kdig(ZONE, "SOA", do=True, tcp=True)
+        soa_sig = [a[3].split() for a in soa.answer if a[2] == "RRSIG"][0]
+        for name in (ZONE, "sub." + ZONE):
+            r = self.k.kdig(name, "MX", do=True, tcp=True)
+            self.assertEqual(r.mx(), FILTER_SET, r.text())
+            s = [a[3].split() for a in r.answer if a[2] == "RRSIG"]
+            self.assertEqual(len(s), 1, r.text())
+            self.assertEqual(int(s[0][6]), zsk, r.text())
+            self.assertEqual(s[0][4:6], soa_sig[4:6], "validity of the SOA's\n" + r.text())
+
+    def test_delv_validates(self):
+        if not DELV:
+            self.skipTest("delv not installed")
+        r = self.k.kdig(ZONE, "DNSKEY", tcp=True)
+        ksk = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")][0]
+        flags, proto, alg, key = ksk.split(None, 3)
+        anchor = os.path.join(self.tmp, "anchor")
+        with open(anchor, "w") as f:
+            f.write('trust-anchors {\n  %s. static-key %s %s %s "%s";\n};\n'
+                    % (ZONE, flags, proto, alg, key.replace(" ", "")))
+        for name in (ZONE, "sub." + ZONE):
+            rc, out, err = run([DELV, "@127.0.0.1", "-p", str(self.k.port), "-a", anchor,
+                                "+root=" + ZONE, name, "MX"], timeout=30)
+            text = out + err
+            mx = sorted((int(p), n.lower()) for p, n in
+                        re.findall(r"\sIN\s+MX\s+(\d+)\s+(\S+)", text))
+            self.assertIn("; fully validated", text, text)
+            self.assertEqual(mx, FILTER_SET, text)
+            self.assertNotIn("mailgate", text.lower(), text)
+
+
+if __name__ == "__main__":
+    main()
