@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import unittest
 
-from knotharness import FILTER_SET, Knotd, Zone, main, run
+from knotharness import FILTER_SET, Knotd, Zone, main, run, sanitizer_env
 
 DELV = shutil.which("delv")
 KEYMGR = shutil.which("keymgr") or "/usr/sbin/keymgr"
@@ -45,7 +45,9 @@ sub MX 5 mailgate
 
 
 def keymgr(conf, *args):
-    rc, out, err = run([KEYMGR, "-c", conf, ZONE + "."] + list(args), timeout=60)
+    # keymgr reads knot.conf, so it loads the module like knotd does.
+    rc, out, err = run([KEYMGR, "-c", conf, ZONE + "."] + list(args), timeout=60,
+                       env=sanitizer_env())
     if rc != 0:
         raise RuntimeError("keymgr %s: %s%s" % (" ".join(args), out, err))
     return out
