@@ -95,7 +95,11 @@ class OfflineKsk(unittest.TestCase):
 
     def keys(self, conf):
         """(key tag, 'KSK'|'ZSK') of the keys in CONF's KASP database."""
-        return re.findall(r"^\S+ (\d+) (KSK|ZSK) ", keymgr(conf, "list"), re.M)
+        out = keymgr(conf, "list")
+        # "ID  TAG KSK|ZSK ALGORITHM ...", the tag padded to five places.
+        found = re.findall(r"^\S+\s+(\d+)\s+(KSK|ZSK)\s", out, re.M)
+        self.assertTrue(found, "keymgr list:\n" + out)
+        return found
 
     def test_server_holds_no_ksk(self):
         server = self.keys(self.k.conf_path)
