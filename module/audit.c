@@ -107,28 +107,33 @@ static size_t flat_name_size(const knot_dname_t *name)
 	return len + 1;
 }
 
-/* Folds a name into \a h, eight bytes per step. Label lengths are at most
- * 63, so lower-casing the whole wire form only touches letters. */
-static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
+/* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
+ * first (inlined with a constant, so each caller gets its own loop). */
+static inline uint64_t hash_words(uint64_t h, const uint8_t *p, size_t len, bool fold)
 {
-	if (name == NULL) {
-		return (h ^ 0xff) * HASH_MUL;
-	}
-	size_t len = flat_name_size(name);
-	const uint8_t *p = name;
 	h ^= len;
 	while (len >= 8) {
 		uint64_t w;
 		memcpy(&w, p, 8);
-		h = (h ^ mxf_lower8(w)) * HASH_MUL;
+		h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
 		h ^= h >> 29;
 		p += 8;
 		len -= 8;
 	}
 	uint64_t w = 0;
 	memcpy(&w, p, len);
-	h = (h ^ mxf_lower8(w)) * HASH_MUL;
+	h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
 	return h ^ (h >> 29);
+}
+
+/* Folds a name into \a h, case-insensitively. Label lengths are at most
+ * 63, so lower-casing the whole wire form only touches letters. */
+static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
+{
+	if (name == NULL) {
+		return (h ^ 0xff) * HASH_MUL;
+	}
+	return hash_words(h, name, flat_name_size(name), true);
 }
 
 uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
@@ -141,24 +146,6 @@ uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
 	h = (h ^ pref ^ ((uint64_t)1 << 32)) * HASH_MUL; /* Not a name: no folding. */
 	h = hash_name(h, exchange);
 	return mix(h) | 1; /* 0 marks a free slot. */
-}
-
-/* Folds raw bytes into \a h (no case folding: RRset keys are exact). */
-static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t len)
-{
-	h ^= len;
-	while (len >= 8) {
-		uint64_t w;
-		memcpy(&w, p, 8);
-		h = (h ^ w) * HASH_MUL;
-		h ^= h >> 29;
-		p += 8;
-		len -= 8;
-	}
-	uint64_t w = 0;
-	memcpy(&w, p, len);
-	h = (h ^ w) * HASH_MUL;
-	return h ^ (h >> 29);
 }
 
 bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
@@ -248,7 +235,8 @@ bool mxf_audit_set(mxf_audit_t *a, const knot_rrset_t *rr, bool expanded,
 	uint64_t h = lim->seed[1] ^ SET_DOMAIN;
 	h = hash_name(h, expanded ? a->zone : NULL);
 	h = hash_name(h ^ lim->seed[0], expanded ? WILDCARD : rr->owner);
-	h = hash_bytes(h ^ action, (const uint8_t *)rr->rrs.rdata, rr->rrs.size);
+	/* Raw bytes, no case folding: an RRset key is exact. */
+	h = hash_words(h ^ action, (const uint8_t *)rr->rrs.rdata, rr->rrs.size, false);
 	uint32_t held = 0;
 	if (!mxf_limiter_hit_n(a->lim, mix(h) | 1, audit_now(a), a->interval, 1, &held)) {
 		return false;
