@@ -225,6 +225,7 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 		if (policy->ex[i].pref < policy->min_pref) {
 			policy->min_pref = policy->ex[i].pref;
 		}
+		policy->pref_bits |= (uint64_t)1 << (policy->ex[i].pref % 64);
 		rd = knot_rdataset_next(rd);
 	}
 

@@ -119,14 +119,18 @@ static inline bool rrs_is_policy(const mxf_policy_t *policy, const knot_rdataset
 	       memcmp(rrs->rdata, policy->rrs.rdata, rrs->size) == 0;
 }
 
-/* Index of the policy exchange matching \a rd, or -1. The size and the
- * preference are compared first: most legacy records stop there. */
+/* Index of the policy exchange matching \a rd, or -1. A preference that
+ * no exchange has ends it at once (most legacy records), then the size and
+ * the preference are compared before the name. */
 static int policy_index(const mxf_policy_t *policy, const knot_rdata_t *rd)
 {
 	if (rd->len < 3) {
 		return -1;
 	}
 	uint16_t pref = knot_wire_read_u16(rd->data);
+	if (!((policy->pref_bits >> (pref % 64)) & 1)) {
+		return -1;
+	}
 	uint16_t size = rd->len - 2;
 	for (uint16_t i = 0; i < policy->count; i++) {
 		const mxf_exchange_t *ex = &policy->ex[i];
@@ -195,15 +199,21 @@ mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rr
 	return acc_verdict(&acc, policy);
 }
 
-/* Case-insensitive: is \a name (uncompressed) at or below \a zone? Walks
- * the label lengths only; compares the one suffix of the zone's size. */
-static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone)
+/* Wire size of a flat (uncompressed) name. */
+static size_t flat_size(const knot_dname_t *name)
 {
-	size_t zone_size = 0;
-	while (zone[zone_size] != 0) {
-		zone_size += 1 + zone[zone_size];
+	size_t size = 0;
+	while (name[size] != 0) {
+		size += 1 + name[size];
 	}
-	zone_size++;
+	return size + 1;
+}
+
+/* Case-insensitive: is \a name (uncompressed) at or below \a zone, of
+ * \a zone_size bytes? Walks the label lengths only; compares the one suffix
+ * of the zone's size. */
+static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone, size_t zone_size)
+{
 	size_t size = 0;
 	while (name[size] != 0) {
 		size += 1 + name[size];
@@ -297,10 +307,11 @@ static int section_of(const knot_pkt_t *pkt, uint16_t idx)
 	return -1;
 }
 
-static bool is_mx_candidate(const mxf_ctx_t *ctx, const knot_rrset_t *rr)
+static bool is_mx_candidate(const mxf_ctx_t *ctx, size_t zone_size,
+                            const knot_rrset_t *rr)
 {
 	return rr->type == KNOT_RRTYPE_MX && rr->rrs.count > 0 &&
-	       !mxf_is_own_set(ctx->policy, rr) && in_zone(rr->owner, ctx->zone);
+	       !mxf_is_own_set(ctx->policy, rr) && in_zone(rr->owner, ctx->zone, zone_size);
 }
 
 static bool rrsig_covers(const knot_rrset_t *rr, uint16_t type)
@@ -417,9 +428,14 @@ static void cut_packet(knot_pkt_t *pkt, uint16_t cut, int cut_sec)
 	pkt->rrset_count = cut;
 	pkt->current = (knot_section_t)cut_sec;
 
+	/* The question's name is flat and was checked when it was parsed or
+	 * written. */
+	uint16_t labels = 0;
+	for (const uint8_t *l = pkt->wire + KNOT_WIRE_HEADER_SIZE; *l != 0; l += 1 + *l) {
+		labels++;
+	}
 	pkt->compr.suffix.pos = KNOT_WIRE_HEADER_SIZE;
-	pkt->compr.suffix.labels = knot_dname_labels(pkt->wire + KNOT_WIRE_HEADER_SIZE,
-	                                             pkt->wire);
+	pkt->compr.suffix.labels = labels;
 }
 
 /* Fail closed: drop every RRset from entry \a idx on (I5, I7). */
@@ -455,26 +471,12 @@ static uint16_t owner_hint(const knot_pkt_t *pkt, const knot_dname_t *owner,
 
 /*** Marking. ***/
 
-/* Classifies the MX group led by entry \a lead; marks and reports it.
- * Returns true if the group changes. */
-static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
-                       uint16_t lead, int sec, mxf_result_t *res)
+/* Whether a classified group holds legacy records to report; a group kept
+ * as it is (compliant, or a Null MX kept) is counted here. */
+static bool group_is_legacy(const mxf_ctx_t *ctx, const verdict_acc_t *acc,
+                            mxf_result_t *res)
 {
-	const knot_rrset_t *owner_rr = &pkt->rr[lead];
-	const knot_pktsection_t *s = &pkt->sections[sec];
-	uint16_t end = s->pos + s->count;
-
-	verdict_acc_t acc = { 0 };
-	for (uint16_t j = lead; j < end; j++) {
-		const knot_rrset_t *rr = &pkt->rr[j];
-		if (j == lead || (!(act[j] & ACT_SEEN) && is_mx_candidate(ctx, rr) &&
-		                  knot_dname_is_case_equal(rr->owner, owner_rr->owner))) {
-			act[j] = ACT_SEEN;
-			acc_add(&acc, ctx->policy, &rr->rrs);
-		}
-	}
-
-	switch (acc_verdict(&acc, ctx->policy)) {
+	switch (acc_verdict(acc, ctx->policy)) {
 	case MXF_SET_COMPLIANT:
 		res->compliant = sat_add(res->compliant, 1);
 		return false;
@@ -483,9 +485,33 @@ static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 			res->nullmx = sat_add(res->nullmx, 1);
 			return false;
 		}
-		break;
+		return true;
 	case MXF_SET_LEGACY:
 		break;
+	}
+	return true;
+}
+
+/* Classifies the MX group led by entry \a lead; marks and reports it.
+ * Returns true if the group changes. */
+static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
+                       uint8_t *act, uint16_t lead, int sec, mxf_result_t *res)
+{
+	const knot_rrset_t *owner_rr = &pkt->rr[lead];
+	const knot_pktsection_t *s = &pkt->sections[sec];
+	uint16_t end = s->pos + s->count;
+
+	verdict_acc_t acc = { 0 };
+	for (uint16_t j = lead; j < end; j++) {
+		const knot_rrset_t *rr = &pkt->rr[j];
+		if (j == lead || (!(act[j] & ACT_SEEN) && is_mx_candidate(ctx, zone_size, rr) &&
+		                  knot_dname_is_case_equal(rr->owner, owner_rr->owner))) {
+			act[j] = ACT_SEEN;
+			acc_add(&acc, ctx->policy, &rr->rrs);
+		}
+	}
+	if (!group_is_legacy(ctx, &acc, res)) {
+		return false;
 	}
 
 	bool change = enforced_here(ctx, owner_rr->owner);
@@ -693,23 +719,52 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 	return ret;
 }
 
-int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
+/*
+ * The usual packet at the ANSWER stage (an MX query below the apex): the MX
+ * RRset at \a idx is the last thing written, in the answer section being
+ * written. Nothing after it can depend on it (no RRSIG, additional record or
+ * TSIG yet), so the general path's bookkeeping reduces to: classify, report,
+ * cut at the RRset, write the set. The outcome is the general path's (the
+ * unit tests compare both on every packet they build).
+ */
+static int process_last(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t idx,
+                        mxf_result_t *res)
 {
-	memset(res, 0, sizeof(*res));
-	if (pkt == NULL || ctx == NULL || ctx->policy == NULL || ctx->zone == NULL) {
-		return KNOT_EINVAL;
-	}
-
-	/* Fast path: most responses hold no MX at all. */
-	uint16_t count = pkt->rrset_count;
-	uint16_t first = 0;
-	while (first < count && !is_mx_candidate(ctx, &pkt->rr[first])) {
-		first++;
-	}
-	if (first == count) {
+	const knot_rrset_t *rr = &pkt->rr[idx];
+	verdict_acc_t acc = { 0 };
+	acc_add(&acc, ctx->policy, &rr->rrs);
+	if (!group_is_legacy(ctx, &acc, res)) {
 		return KNOT_EOK;
 	}
+	const knot_rrinfo_t *info = &pkt->rr_info[idx];
+	report_entry(ctx, rr, info->flags, legacy_action(ctx, rr->owner), acc.seen == 0, res);
+	if (!enforced_here(ctx, rr->owner)) {
+		return KNOT_EOK;
+	}
+	res->enforced = sat_add(res->enforced, 1);
 
+	saved_t orig = {
+		.rr = *rr,
+		.flags = info->flags,
+		.owner_ptr = info->compress_ptr[KNOT_COMPR_HINT_OWNER],
+		.act = ACT_REPLACE,
+		.section = KNOT_ANSWER,
+	};
+	cut_packet(pkt, idx, KNOT_ANSWER);
+	uint16_t hint = owner_hint(pkt, orig.rr.owner, orig.owner_ptr, pkt->size);
+	int ret = put_replacement(pkt, ctx->policy, &orig, hint);
+	if (ret == KNOT_EOK) {
+		ret = mxf_put_rrsig(pkt, ctx, orig.flags);
+	}
+	return ret;
+}
+
+/* The general path: any number of MX RRsets in any sections, with what
+ * depends on them, from entry \a first (the first candidate) on. */
+static int process_all(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
+                       uint16_t first, mxf_result_t *res)
+{
+	uint16_t count = pkt->rrset_count;
 	uint8_t act_stack[STACK_ENTRIES];
 	uint8_t *act = act_stack;
 	if (count > STACK_ENTRIES) {
@@ -729,14 +784,14 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	bool change = false;
 	for (uint16_t i = first; i < count; i++) {
 		if ((act[i] & ACT_SEEN) ||
-		    (i != first && !is_mx_candidate(ctx, &pkt->rr[i]))) {
+		    (i != first && !is_mx_candidate(ctx, zone_size, &pkt->rr[i]))) {
 			continue;
 		}
 		int sec = section_of(pkt, i);
 		if (sec < 0) {
 			continue;
 		}
-		change |= mark_group(pkt, ctx, act, i, sec, res);
+		change |= mark_group(pkt, ctx, zone_size, act, i, sec, res);
 	}
 
 	int ret = KNOT_EOK;
@@ -754,6 +809,37 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	return ret;
 }
 
+int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (pkt == NULL || ctx == NULL || ctx->policy == NULL || ctx->zone == NULL) {
+		return KNOT_EINVAL;
+	}
+
+	/* Most responses hold no MX at all: one look at each type. */
+	uint16_t count = pkt->rrset_count;
+	uint16_t first = 0;
+	while (first < count && pkt->rr[first].type != KNOT_RRTYPE_MX) {
+		first++;
+	}
+	if (first == count) {
+		return KNOT_EOK;
+	}
+	size_t zone_size = flat_size(ctx->zone);
+	while (first < count && !is_mx_candidate(ctx, zone_size, &pkt->rr[first])) {
+		first++;
+	}
+	if (first == count) {
+		return KNOT_EOK;
+	}
+
+	if (first + 1 == count && pkt->current == KNOT_ANSWER &&
+	    section_of(pkt, first) == KNOT_ANSWER && !ctx->general_only) {
+		return process_last(pkt, ctx, first, res);
+	}
+	return process_all(pkt, ctx, zone_size, first, res);
+}
+
 bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 {
 	if (ctx->policy->mode != MXF_MODE_ENFORCE) {
@@ -764,7 +850,8 @@ bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 		/* Cheapest first: a compliant RRset is one memcmp. */
 		if (rr->type != KNOT_RRTYPE_MX || rr->rrs.count == 0 ||
 		    mxf_is_own_set(ctx->policy, rr) || rrs_is_policy(ctx->policy, &rr->rrs) ||
-		    !in_zone(rr->owner, ctx->zone) || !in_scope(ctx, rr->owner)) {
+		    !in_zone(rr->owner, ctx->zone, flat_size(ctx->zone)) ||
+		    !in_scope(ctx, rr->owner)) {
 			continue;
 		}
 		const knot_rdata_t *rd = rr->rrs.rdata;

@@ -83,6 +83,8 @@ typedef struct mxf_policy {
 
 	uint16_t min_pref;           /*!< Lowest filtering preference (risk threshold). */
 	uint16_t count;              /*!< Number of exchanges. */
+	uint64_t pref_bits;          /*!< Bit (pref % 64) set for each exchange: a
+	                                  record whose bit is clear is legacy. */
 	mxf_exchange_t ex[MXF_MAX_EXCHANGES]; /*!< Sorted as in the rdataset. */
 	knot_rdataset_t rrs;         /*!< The filtering set as MX rdata, canonical order. */
 	struct mxf_image *image;     /*!< The set's wire form (module/image.h), or NULL. */

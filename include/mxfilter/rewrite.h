@@ -79,6 +79,7 @@ typedef struct {
 	void *cb_data;
 	mxf_sign_cb sign;          /*!< Optional: RRSIGs for each enforced RRset. */
 	void *sign_data;
+	bool general_only;         /*!< Tests: no shortcut for the usual packet shape. */
 } mxf_ctx_t;
 
 /*! Outcome of one mxf_process() call. */

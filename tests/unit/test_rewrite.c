@@ -1151,6 +1151,192 @@ static void test_no_callback(void **state)
 	mxf_policy_free(pol);
 }
 
+/*** The shortcut for the usual packet against the general path. ***/
+
+/* What a run leaves: the packet's wire and every field the server and
+ * libknot go on from, the outcome and the callback log. */
+typedef struct {
+	int ret;
+	bool leak;
+	mxf_result_t res;
+	cblog_t log;
+	size_t size, reserved;
+	uint16_t rrset_count;
+	knot_section_t current;
+	uint16_t sec_pos[3], sec_count[3];
+	uint16_t suffix_pos, suffix_labels;
+	bool opt;
+	knot_rrinfo_t info[8];
+	uint16_t type[8], rrs_count[8];
+	uint32_t ttl[8];
+	uint8_t wire[1024];
+} outcome_t;
+
+typedef struct {
+	const char *qname;
+	bool cname;        /* MX at a CNAME's target. */
+	int owner;         /* 0: the QNAME, 1: "*" with the QNAME hint, 2: a copy (KNOT_PF_FREE). */
+	unsigned records;  /* Bit mask over shape_records[]. */
+	uint16_t max_size;
+	bool reserve;      /* Room kept for an OPT. */
+	uint16_t flags;
+} shape_t;
+
+static const struct { uint16_t pref; const char *name; } shape_records[] = {
+	{ 5, "mailgate.example.com." },
+	{ 40, "smtp.isp.net." },
+	{ 10, "france.security-mail.net." },
+	{ 20, "europe.security-mail.net." },
+	{ 0, "." },
+	{ 10, "FRANCE.Security-Mail.NET." },
+	{ 20, "other.example.org." },
+};
+#define SHAPE_RECORDS	(sizeof(shape_records) / sizeof(shape_records[0]))
+
+/* Builds the shape as knotd would at the ANSWER stage, runs the engine
+ * (general path only, or not) and notes the outcome. False if knotd itself
+ * could not have written the answer (it does not fit). */
+static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
+                      outcome_t *out)
+{
+	th_scn_t s;
+	run_t r;
+	th_scn_init(&s, sh->qname, KNOT_RRTYPE_MX, sh->max_size);
+	if (sh->reserve) {
+		assert_int_equal(knot_pkt_reserve(s.resp, 11), KNOT_EOK);
+	}
+	knot_dname_storage_t lower;
+	th_dname(lower, sh->qname);
+	knot_dname_to_lower(lower);
+	char owner[KNOT_DNAME_TXT_MAXLEN + 1];
+	th_dname_str(lower, owner, sizeof(owner));
+
+	bool ok = true;
+	uint16_t hint = KNOT_COMPR_HINT_QNAME;
+	if (sh->cname) {
+		knot_rrset_t *c = th_rrset(&s, owner, KNOT_RRTYPE_CNAME, 60);
+		th_add_name(c, "host.example.com.", &s.mm);
+		ok = knot_pkt_put(s.resp, KNOT_COMPR_HINT_QNAME, c, 0) == KNOT_EOK;
+		strcpy(owner, "host.example.com.");
+		hint = KNOT_COMPR_HINT_NONE;
+	}
+	knot_rrset_t *mx = th_rrset(&s, sh->owner == 1 ? "*.example.com." : owner,
+	                            KNOT_RRTYPE_MX, 300);
+	for (size_t i = 0; i < SHAPE_RECORDS; i++) {
+		if (sh->records & (1u << i)) {
+			th_add_mx(mx, shape_records[i].pref, shape_records[i].name, &s.mm);
+		}
+	}
+	if (ok && sh->owner == 2) {
+		knot_rrset_t copy;
+		knot_dname_t *name = knot_dname_copy(mx->owner, &s.resp->mm);
+		assert_non_null(name);
+		knot_rrset_init(&copy, name, KNOT_RRTYPE_MX, KNOT_CLASS_IN, mx->ttl);
+		assert_int_equal(knot_rdataset_copy(&copy.rrs, &mx->rrs, &s.resp->mm), KNOT_EOK);
+		ok = knot_pkt_put(s.resp, hint, &copy, sh->flags | KNOT_PF_FREE) == KNOT_EOK;
+		if (!ok) {
+			knot_rrset_clear(&copy, &s.resp->mm);
+		}
+	} else if (ok) {
+		ok = knot_pkt_put(s.resp, hint, mx, sh->flags) == KNOT_EOK;
+	}
+	if (!ok || knot_wire_get_tc(s.resp->wire)) {
+		th_scn_clean(&s);
+		return false;
+	}
+
+	ctx_init(&r, pol, ZONE);
+	r.ctx.general_only = general;
+	memset(out, 0, sizeof(*out));
+	out->ret = process(&r, &s);
+	out->leak = mxf_pkt_has_leak(s.resp, &r.ctx);
+	out->res = r.res;
+	out->log = r.log;
+	const knot_pkt_t *p = s.resp;
+	assert_true(p->size <= sizeof(out->wire) && p->rrset_count <= 8);
+	out->size = p->size;
+	out->reserved = p->reserved;
+	out->rrset_count = p->rrset_count;
+	out->current = p->current;
+	for (int i = 0; i < 3; i++) {
+		out->sec_pos[i] = p->sections[i].pos;
+		out->sec_count[i] = p->sections[i].count;
+	}
+	out->suffix_pos = p->compr.suffix.pos;
+	out->suffix_labels = p->compr.suffix.labels;
+	out->opt = p->opt_rr != NULL;
+	for (uint16_t i = 0; i < p->rrset_count; i++) {
+		out->info[i] = p->rr_info[i];
+		out->type[i] = p->rr[i].type;
+		out->rrs_count[i] = p->rr[i].rrs.count;
+		out->ttl[i] = p->rr[i].ttl;
+	}
+	memcpy(out->wire, p->wire, p->size);
+	if (out->ret == KNOT_EOK) {
+		th_assert_sane(&s);
+	}
+	th_scn_clean(&s);
+	return true;
+}
+
+static void test_shortcut_matches_general(void **state)
+{
+	(void)state;
+	const char *const exch[] = { "10 filter.example.net." };
+	const pol_opts_t opts[] = {
+		{ .mode = MXF_MODE_ENFORCE, .scope = MXF_SCOPE_ZONE, .null_mx = MXF_NULLMX_KEEP },
+		{ .mode = MXF_MODE_AUDIT, .scope = MXF_SCOPE_ZONE, .null_mx = MXF_NULLMX_KEEP },
+		{ .mode = MXF_MODE_ENFORCE, .scope = MXF_SCOPE_APEX, .null_mx = MXF_NULLMX_KEEP },
+		{ .mode = MXF_MODE_ENFORCE, .scope = MXF_SCOPE_ZONE, .null_mx = MXF_NULLMX_REPLACE,
+		  .ttl_set = true, .ttl = 60 },
+		{ .mode = MXF_MODE_ENFORCE, .scope = MXF_SCOPE_ZONE, .null_mx = MXF_NULLMX_KEEP,
+		  .exchange = exch, .exchange_count = 1 },
+	};
+	const char *const qnames[] = { "sub.example.com.", "SuB.ExAmPlE.cOm.", "example.com.",
+	                               "a.b.c.example.com.", "host.example.org." };
+	const uint16_t sizes[] = { 512, 150, 128, 110 };
+	static outcome_t a, b;
+	unsigned built = 0, enforced = 0, espace = 0;
+
+	for (size_t o = 0; o < sizeof(opts) / sizeof(opts[0]); o++) {
+		mxf_policy_t *pol = make_policy(&opts[o]);
+		for (size_t q = 0; q < sizeof(qnames) / sizeof(qnames[0]); q++)
+		for (int cname = 0; cname <= 1; cname++)
+		for (int owner = 0; owner <= 2; owner++)
+		for (unsigned rec = 1; rec < (1u << SHAPE_RECORDS); rec++)
+		for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+			if (__builtin_popcount(rec) > 2 || (cname && owner == 1)) {
+				continue;
+			}
+			shape_t sh = {
+				.qname = qnames[q], .cname = cname, .owner = owner,
+				.records = rec, .max_size = sizes[z], .reserve = (q + z) % 2,
+				.flags = (z % 2) ? KNOT_PF_NOTRUNC : 0,
+			};
+			if (!run_shape(&sh, pol, true, &a)) {
+				continue;
+			}
+			assert_true(run_shape(&sh, pol, false, &b));
+			if (memcmp(&a, &b, sizeof(a)) != 0) {
+				print_error("differs: policy %zu, %s, cname %d, owner %d, "
+				            "records 0x%x, size %u, reserve %d\n", o, sh.qname,
+				            cname, owner, rec, sh.max_size, sh.reserve);
+			}
+			assert_memory_equal(&a, &b, sizeof(a));
+			built++;
+			enforced += (a.res.enforced > 0 && a.ret == KNOT_EOK);
+			espace += (a.ret == KNOT_ESPACE);
+		}
+		mxf_policy_free(pol);
+	}
+	/* The comparison covered what it is meant to. */
+	print_message("%u packets, %u enforced, %u too big for the set\n",
+	              built, enforced, espace);
+	assert_true(built > 4000);
+	assert_true(enforced > 1000);
+	assert_true(espace > 50);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1179,6 +1365,7 @@ int main(void)
 		cmocka_unit_test(test_big_policy_fits),
 		cmocka_unit_test(test_put_set),
 		cmocka_unit_test(test_no_callback),
+		cmocka_unit_test(test_shortcut_matches_general),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
