@@ -185,6 +185,7 @@ static bool fault(const char *what)
 typedef struct {
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
+	size_t zone_size; /* Wire size of the zone's name: most QNAMEs differ. */
 	bool rotation; /* server answer-rotation: Knot reorders RRsets per query. */
 	bool counters; /* Counters registered (counters: on). */
 } zone_ctx_t;
@@ -240,22 +241,29 @@ static int register_counters(knotd_mod_t *mod)
 
 /* Every counter update goes through here: Knot has no counter storage for
  * a zone that registered none, so the flag is checked before every one. */
+static void count_in(const zone_ctx_t *zc, knotd_mod_t *mod, knotd_qdata_t *qdata,
+                     uint32_t ctr, uint32_t idx, uint64_t val)
+{
+	if (val > 0 && zc->counters) {
+		knotd_mod_stats_incr(mod, qdata->params->thread_id, ctr, idx, val);
+	}
+}
+
 static void count(knotd_mod_t *mod, knotd_qdata_t *qdata, uint32_t ctr,
                   uint32_t idx, uint64_t val)
 {
-	if (val > 0 && ((const zone_ctx_t *)knotd_mod_ctx(mod))->counters) {
-		knotd_mod_stats_incr(mod, qdata->params->thread_id, ctr, idx, val);
-	}
+	count_in(knotd_mod_ctx(mod), mod, qdata, ctr, idx, val);
 }
 
 static void count_result(knotd_mod_t *mod, knotd_qdata_t *qdata,
                          const mxf_result_t *res)
 {
-	count(mod, qdata, CTR_ENFORCED, 0, res->enforced);
-	count(mod, qdata, CTR_BLOCKED, MXF_RISK_BYPASS, res->blocked[MXF_RISK_BYPASS]);
-	count(mod, qdata, CTR_BLOCKED, MXF_RISK_FALLBACK, res->blocked[MXF_RISK_FALLBACK]);
-	count(mod, qdata, CTR_AUDITED, 0, res->served);
-	count(mod, qdata, CTR_COMPLIANT, 0, res->compliant);
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	count_in(zc, mod, qdata, CTR_ENFORCED, 0, res->enforced);
+	count_in(zc, mod, qdata, CTR_BLOCKED, MXF_RISK_BYPASS, res->blocked[MXF_RISK_BYPASS]);
+	count_in(zc, mod, qdata, CTR_BLOCKED, MXF_RISK_FALLBACK, res->blocked[MXF_RISK_FALLBACK]);
+	count_in(zc, mod, qdata, CTR_AUDITED, 0, res->served);
+	count_in(zc, mod, qdata, CTR_COMPLIANT, 0, res->compliant);
 }
 
 /*** Audit trail. ***/
@@ -361,14 +369,14 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
  * stage.
  */
 static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
-                        const knot_dname_t *qname, knot_rrset_t *out)
+                        const knot_dname_t *qname, bool apex, knot_rrset_t *out)
 {
-	const knot_dname_t *zone = knotd_mod_zone(mod);
-	if (knot_dname_is_equal(qname, zone)) {
+	if (apex) {
 		*out = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
 		return true;
 	}
 #if KNOTD_MOD_ABI_VERSION >= 600
+	const knot_dname_t *zone = knotd_mod_zone(mod);
 	if (knotd_qdata_zone_rrset(qdata, NULL, qname, KNOT_RRTYPE_MX, out) != KNOT_EOK ||
 	    knot_rrset_empty(out)) {
 		return false;
@@ -388,6 +396,15 @@ static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
 #else
 	return false;
 #endif
+}
+
+/* The query's type, as cheaply as it can be read: every hook tests it first,
+ * on every query to the zone. A response without a question (qname_size 0)
+ * reads two header bytes instead, which at worst sends it down the slow
+ * path, where the type is read again. */
+static inline uint16_t hook_qtype(const knot_pkt_t *pkt)
+{
+	return knot_wire_read_u16(pkt->wire + KNOT_WIRE_HEADER_SIZE + pkt->qname_size);
 }
 
 /* The zone's own RRset at the QNAME, compliant: written from the policy's
@@ -420,7 +437,7 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *pkt,
                                            knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	if (__builtin_expect(knot_pkt_qtype(pkt) != KNOT_RRTYPE_MX, 1)) {
+	if (__builtin_expect(hook_qtype(pkt) != KNOT_RRTYPE_MX, 1)) {
 		return state;
 	}
 	return preanswer_mx(state, pkt, qdata, mod);
@@ -430,11 +447,13 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                      knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	const knot_dname_t *qname = knot_pkt_qname(pkt);
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	bool apex = pkt->qname_size == zc->zone_size &&
+	            knot_dname_is_equal(qname, knotd_mod_zone(mod));
 	knot_rrset_t mx;
-	if (!early_rrset(qdata, mod, qname, &mx)) {
+	if (!early_rrset(qdata, mod, qname, apex, &mx)) {
 		return state;
 	}
-	bool apex = knot_dname_is_equal(qname, knotd_mod_zone(mod));
 
 	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
@@ -488,7 +507,7 @@ static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
                                         knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	uint16_t qtype = knot_pkt_qtype(pkt);
+	uint16_t qtype = hook_qtype(pkt);
 	if (__builtin_expect(qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY, 1)) {
 		return state;
 	}
@@ -559,8 +578,9 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
 static knotd_state_t mxfilter_end(knotd_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	/* Only MX/ANY answers and transfers matter here. */
-	uint16_t qtype = knot_pkt_qtype(pkt);
+	/* Only MX/ANY answers and transfers matter here (a transfer's later
+	 * messages may carry no question: its type is in qdata). */
+	uint16_t qtype = hook_qtype(pkt);
 	if (__builtin_expect(qtype != KNOT_RRTYPE_MX && qtype != KNOT_RRTYPE_ANY &&
 	                     !is_transfer(qdata), 1)) {
 		return state;
@@ -798,6 +818,7 @@ static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
 	}
 	zc->policy = policy;
 	zc->signer = signer_load(mod);
+	zc->zone_size = knot_dname_size(knotd_mod_zone(mod));
 	zc->rotation = knotd_conf(mod, (const yp_name_t *)"\x06""server",
 	                          (const yp_name_t *)"\x0f""answer-rotation", NULL).single.boolean;
 	return zc;
