@@ -108,20 +108,25 @@ static size_t flat_name_size(const knot_dname_t *name)
 }
 
 /* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
- * first (inlined with a constant, so each caller gets its own loop). */
+ * first (inlined with a constant, so each caller gets its own loop). From 8
+ * bytes on, the last step reads the last 8 bytes, overlapping the previous
+ * step (no partial word to assemble); the length, folded in first, keeps
+ * inputs of different sizes apart. */
 static inline uint64_t hash_words(uint64_t h, const uint8_t *p, size_t len, bool fold)
 {
 	h ^= len;
-	while (len >= 8) {
-		uint64_t w;
-		memcpy(&w, p, 8);
-		h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
-		h ^= h >> 29;
-		p += 8;
-		len -= 8;
-	}
 	uint64_t w = 0;
-	memcpy(&w, p, len);
+	if (len < 8) {
+		memcpy(&w, p, len);
+	} else {
+		const uint8_t *last = p + len - 8;
+		for (; p < last; p += 8) {
+			memcpy(&w, p, 8);
+			h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
+			h ^= h >> 29;
+		}
+		memcpy(&w, last, 8);
+	}
 	h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
 	return h ^ (h >> 29);
 }
