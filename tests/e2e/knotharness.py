@@ -843,6 +843,26 @@ class Knotd:
                             name, "127.0.0.1"], timeout=timeout)
         return rc, out + err
 
+    def trust_anchor(self, zone):
+        """Write ZONE's current KSKs (its DNSKEY 257 records) as a delv
+        `trust-anchors { ZONE. static-key ...; };` file in this server's
+        directory (removed with it); return the path, for `delv -a PATH`.
+        AssertionError if the zone publishes no KSK."""
+        r = self.kdig(zone, "DNSKEY", tcp=True)
+        ksks = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")]
+        if not ksks:
+            raise AssertionError("no KSK in the DNSKEY set of %s:\n%s" % (zone, r.text()))
+        # A new file each time: a test may take the anchor again after a rollover.
+        path = os.path.join(self.dir, "%s.%d.anchor" % (zone, time.monotonic_ns()))
+        with open(path, "w") as f:
+            f.write("trust-anchors {\n")
+            for k in ksks:
+                flags, proto, alg, key = k.split(None, 3)
+                f.write('  %s. static-key %s %s %s "%s";\n' %
+                        (zone, flags, proto, alg, key.replace(" ", "")))
+            f.write("};\n")
+        return path
+
 
 def mx_set(pairs):
     return sorted((int(p), n.lower().rstrip(".") + ".") for p, n in pairs)

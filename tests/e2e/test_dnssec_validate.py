@@ -167,26 +167,11 @@ class Validate(unittest.TestCase):
                 recs.append((m.group(1), int(m.group(2)), "RRSIG", m.group(3)))
         return sigs(recs, covered)
 
-    def anchor(self, zone):
-        """Trust anchor file with the zone's current KSKs."""
-        r = self.dig(zone, "DNSKEY", do=False)
-        ksks = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")]
-        self.assertTrue(ksks, r.text())
-        path = os.path.join(self.tmp, "%s.%d.anchor" % (zone, time.monotonic_ns()))
-        with open(path, "w") as f:
-            f.write("trust-anchors {\n")
-            for k in ksks:
-                flags, proto, alg, key = k.split(None, 3)
-                f.write('  %s. static-key %s %s %s "%s";\n' %
-                        (zone, flags, proto, alg, key.replace(" ", "")))
-            f.write("};\n")
-        return path
-
     def delv(self, zone, name, anchor=None, rtype="MX"):
         """delv NAME RTYPE; return (validated, [(owner, pref, exch)], text)."""
         if not DELV:
             self.skipTest("delv not installed")
-        anchor = anchor or self.anchor(zone)
+        anchor = anchor or self.k.trust_anchor(zone)
         try:
             rc, o, e = run([DELV, "@127.0.0.1", "-p", str(self.k.port), "-a", anchor,
                             "+root=" + zone, name, rtype], timeout=30)
@@ -272,7 +257,7 @@ class Validate(unittest.TestCase):
         NSEC and NSEC3."""
         out = []
         for flavour, (zone, _, _) in sorted(STATIC.items()):
-            anchor = self.anchor(zone)
+            anchor = self.k.trust_anchor(zone)
             for name, owner, _, _ in self.cases(zone):
                 self.assert_delv(zone, name, owner, anchor)
                 out.append("%-6s %s MX: fully validated, filtering set" % (flavour, name))
@@ -370,7 +355,7 @@ class Validate(unittest.TestCase):
             new = poll(rolled)
             self.assertTrue(new, "ZSK rollover of %s did not complete in 60 s:\n%s" %
                             (zone, "\n".join(self.k.log_lines()[-30:])))
-            anchor = self.anchor(zone)
+            anchor = self.k.trust_anchor(zone)
             for mx in check_all():
                 self.assertEqual({s["tag"] for s in mx}, new)
             for n in names:
@@ -416,7 +401,7 @@ class Validate(unittest.TestCase):
             done = poll(submitted)
             if not done:
                 self.skipTest("KSK rollover of %s did not complete in 60 s" % zone)
-            anchor = self.anchor(zone)
+            anchor = self.k.trust_anchor(zone)
             for n in (zone, "sub." + zone):
                 self.assert_enforced_sigs(zone, n)
                 self.assert_delv(zone, n, anchor=anchor)

@@ -127,13 +127,7 @@ class OfflineKsk(unittest.TestCase):
     def test_delv_validates(self):
         if not DELV:
             self.skipTest("delv not installed")
-        r = self.k.kdig(ZONE, "DNSKEY", tcp=True)
-        ksk = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")][0]
-        flags, proto, alg, key = ksk.split(None, 3)
-        anchor = os.path.join(self.tmp, "anchor")
-        with open(anchor, "w") as f:
-            f.write('trust-anchors {\n  %s. static-key %s %s %s "%s";\n};\n'
-                    % (ZONE, flags, proto, alg, key.replace(" ", "")))
+        anchor = self.k.trust_anchor(ZONE)
         for name in (ZONE, "sub." + ZONE):
             rc, out, err = run([DELV, "@127.0.0.1", "-p", str(self.k.port), "-a", anchor,
                                 "+root=" + ZONE, name, "MX"], timeout=30)
