@@ -14,7 +14,7 @@ lookup cost depends on the names: www.plain.test vs www.enrolled.test put
 Some instruction-count cases change only the module on baseline.test, so
 that the comparison is the same query to the same zone in the same zone
 set (knotd's zone and name lookups cost differently for other names):
-mod-mxfilter, or mod-hookfloor with 1 or 3 hooks that do nothing
+mod-mxfilter, or mod-hookfloor with 1, 2 or 3 hooks that do nothing
 (tests/bench/hookfloor.c, built next to the module: HOOKFLOOR_SO or
 BUILD/tests/bench/hookfloor.so), which shows knotd's own cost of a zone
 query plan, the floor under the module's cost for an A query.
@@ -80,7 +80,8 @@ def hookfloor_so():
     return so if so and os.path.exists(so) else None
 
 
-HOOKFLOOR_CONF = "mod-hookfloor:\n  - id: one\n    hooks: 1\n  - id: three\n    hooks: 3\n"
+HOOKFLOOR_CONF = ("mod-hookfloor:\n  - id: one\n    hooks: 1\n  - id: two\n    hooks: 2\n"
+                  "  - id: three\n    hooks: 3\n")
 
 
 def zones(baseline=None):
@@ -128,6 +129,7 @@ CASES = {
 }
 FLOOR_CASES = {
     "A-plain-1-empty-hook": ("www.baseline.test", "A", {"module": "mod-hookfloor/one"}),
+    "A-plain-2-empty-hooks": ("www.baseline.test", "A", {"module": "mod-hookfloor/two"}),
     "A-plain-3-empty-hooks": ("www.baseline.test", "A", {"module": "mod-hookfloor/three"}),
 }
 
@@ -153,6 +155,7 @@ COMPARISONS = [
 
 FLOOR_COMPARISONS = [
     ("    A, 1 empty hook / not enrolled (knotd)", "A-plain-1-empty-hook", "A-plain", None),
+    ("    A, 2 empty hooks / not enrolled (knotd)", "A-plain-2-empty-hooks", "A-plain", None),
     ("    A, 3 empty hooks / not enrolled (knotd)", "A-plain-3-empty-hooks", "A-plain", None),
     ("    A, enrolled / 3 empty hooks (module's own)", "A-plain-enrolled",
      "A-plain-3-empty-hooks", None),
