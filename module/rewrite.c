@@ -719,13 +719,28 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 	return ret;
 }
 
+/* Whether an entry before \a idx may depend on an MX RRset: an RRSIG over MX
+ * (knotd writes it after the RRset, but the engine takes any order) or a
+ * TSIG. */
+static bool dependents_before(const knot_pkt_t *pkt, uint16_t idx)
+{
+	for (uint16_t i = 0; i < idx; i++) {
+		const knot_rrset_t *rr = &pkt->rr[i];
+		if (rr->type == KNOT_RRTYPE_TSIG || rrsig_covers(rr, KNOT_RRTYPE_MX)) {
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
  * The usual packet at the ANSWER stage (an MX query below the apex): the MX
  * RRset at \a idx is the last thing written, in the answer section being
- * written. Nothing after it can depend on it (no RRSIG, additional record or
- * TSIG yet), so the general path's bookkeeping reduces to: classify, report,
- * cut at the RRset, write the set. The outcome is the general path's (the
- * unit tests compare both on every packet they build).
+ * written, and nothing before it depends on MX. Nothing after it can
+ * depend on it (no RRSIG, additional record or TSIG yet), so the general
+ * path's bookkeeping reduces to: classify, report, cut at the RRset, write
+ * the set. The outcome is the general path's (a unit test compares both on
+ * every packet shape it builds; the fuzzer checks both against its model).
  */
 static int process_last(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t idx,
                         mxf_result_t *res)
@@ -834,7 +849,8 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	}
 
 	if (first + 1 == count && pkt->current == KNOT_ANSWER &&
-	    section_of(pkt, first) == KNOT_ANSWER && !ctx->general_only) {
+	    section_of(pkt, first) == KNOT_ANSWER && !ctx->general_only &&
+	    !dependents_before(pkt, first)) {
 		return process_last(pkt, ctx, first, res);
 	}
 	return process_all(pkt, ctx, zone_size, first, res);

@@ -1179,6 +1179,7 @@ typedef struct {
 	unsigned records;  /* Bit mask over shape_records[]. */
 	uint16_t max_size;
 	bool reserve;      /* Room kept for an OPT. */
+	bool sig_before;   /* An RRSIG over MX written before the MX. */
 	uint16_t flags;
 } shape_t;
 
@@ -1213,7 +1214,12 @@ static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
 
 	bool ok = true;
 	uint16_t hint = KNOT_COMPR_HINT_QNAME;
-	if (sh->cname) {
+	if (sh->sig_before) {
+		knot_rrset_t *sig = th_rrset(&s, owner, KNOT_RRTYPE_RRSIG, 300);
+		th_add_rrsig(sig, KNOT_RRTYPE_MX, ZONE, 1, &s.mm);
+		ok = knot_pkt_put(s.resp, KNOT_COMPR_HINT_QNAME, sig, 0) == KNOT_EOK;
+	}
+	if (ok && sh->cname) {
 		knot_rrset_t *c = th_rrset(&s, owner, KNOT_RRTYPE_CNAME, 60);
 		th_add_name(c, "host.example.com.", &s.mm);
 		ok = knot_pkt_put(s.resp, KNOT_COMPR_HINT_QNAME, c, 0) == KNOT_EOK;
@@ -1311,6 +1317,7 @@ static void test_shortcut_matches_general(void **state)
 			shape_t sh = {
 				.qname = qnames[q], .cname = cname, .owner = owner,
 				.records = rec, .max_size = sizes[z], .reserve = (q + z) % 2,
+				.sig_before = (rec % 7 == 3) && z == 0,
 				.flags = (z % 2) ? KNOT_PF_NOTRUNC : 0,
 			};
 			if (!run_shape(&sh, pol, true, &a)) {
@@ -1319,8 +1326,8 @@ static void test_shortcut_matches_general(void **state)
 			assert_true(run_shape(&sh, pol, false, &b));
 			if (memcmp(&a, &b, sizeof(a)) != 0) {
 				print_error("differs: policy %zu, %s, cname %d, owner %d, "
-				            "records 0x%x, size %u, reserve %d\n", o, sh.qname,
-				            cname, owner, rec, sh.max_size, sh.reserve);
+				            "records 0x%x, size %u, reserve %d, sig %d\n", o, sh.qname,
+				            cname, owner, rec, sh.max_size, sh.reserve, sh.sig_before);
 			}
 			assert_memory_equal(&a, &b, sizeof(a));
 			built++;
