@@ -97,16 +97,6 @@ static inline uint64_t mix(uint64_t h)
 
 #define HASH_MUL	0x9E3779B97F4A7C15ULL
 
-/* Size of a flat (uncompressed) wire name. */
-static size_t flat_name_size(const knot_dname_t *name)
-{
-	size_t len = 0;
-	while (name[len] != 0) {
-		len += 1 + name[len];
-	}
-	return len + 1;
-}
-
 /* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
  * first (inlined with a constant, so each caller gets its own loop). From 8
  * bytes on, the last step reads the last 8 bytes, overlapping the previous
@@ -138,7 +128,7 @@ static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
 	if (name == NULL) {
 		return (h ^ 0xff) * HASH_MUL;
 	}
-	return hash_words(h, name, flat_name_size(name), true);
+	return hash_words(h, name, mxf_flat_name_size(name), true);
 }
 
 uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,

@@ -199,26 +199,12 @@ mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rr
 	return acc_verdict(&acc, policy);
 }
 
-/* Wire size of a flat (uncompressed) name. */
-static size_t flat_size(const knot_dname_t *name)
-{
-	size_t size = 0;
-	while (name[size] != 0) {
-		size += 1 + name[size];
-	}
-	return size + 1;
-}
-
 /* Case-insensitive: is \a name (uncompressed) at or below \a zone, of
  * \a zone_size bytes? Walks the label lengths only; compares the one suffix
  * of the zone's size. */
 static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone, size_t zone_size)
 {
-	size_t size = 0;
-	while (name[size] != 0) {
-		size += 1 + name[size];
-	}
-	size++;
+	size_t size = mxf_flat_name_size(name);
 	size_t pos = 0;
 	while (size - pos > zone_size) {
 		pos += 1 + name[pos];
@@ -840,7 +826,7 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	if (first == count) {
 		return KNOT_EOK;
 	}
-	size_t zone_size = flat_size(ctx->zone);
+	size_t zone_size = mxf_flat_name_size(ctx->zone);
 	while (first < count && !is_mx_candidate(ctx, zone_size, &pkt->rr[first])) {
 		first++;
 	}
@@ -866,7 +852,7 @@ bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 		/* Cheapest first: a compliant RRset is one memcmp. */
 		if (rr->type != KNOT_RRTYPE_MX || rr->rrs.count == 0 ||
 		    mxf_is_own_set(ctx->policy, rr) || rrs_is_policy(ctx->policy, &rr->rrs) ||
-		    !in_zone(rr->owner, ctx->zone, flat_size(ctx->zone)) ||
+		    !in_zone(rr->owner, ctx->zone, mxf_flat_name_size(ctx->zone)) ||
 		    !in_scope(ctx, rr->owner)) {
 			continue;
 		}

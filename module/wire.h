@@ -17,6 +17,16 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Wire size of a flat (uncompressed) name. */
+static inline size_t mxf_flat_name_size(const uint8_t *name)
+{
+	size_t size = 0;
+	while (name[size] != 0) {
+		size += 1 + name[size];
+	}
+	return size + 1;
+}
+
 /* ASCII upper case to lower case in 8 bytes at once (exact: bytes >= 0x80
  * and non-letters are kept). */
 static inline uint64_t mxf_lower8(uint64_t w)
