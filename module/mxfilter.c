@@ -673,7 +673,10 @@ static void log_policy(knotd_mod_t *mod, const mxf_policy_t *policy)
 		                 i > 0 ? " " : "", policy->ex[i].pref, name);
 		off += (n > 0) ? (size_t)n : 0;
 	}
-	knotd_mod_log(mod, LOG_INFO, "policy loaded, mode %s, scope %s, exchanges %s",
+	/* The version is part of the literal, so the file itself names it too:
+	 * strings mxfilter.so | grep 'policy loaded, version'. */
+	knotd_mod_log(mod, LOG_INFO, "policy loaded, version " MXF_VERSION
+	              ", mode %s, scope %s, exchanges %s",
 	              policy->mode == MXF_MODE_ENFORCE ? "enforce" : "audit",
 	              policy->scope == MXF_SCOPE_ZONE ? "zone" : "apex", list);
 }

@@ -88,6 +88,7 @@ FIELDS = {
     "risk": r"(?:bypass|fallback)",
     "client": r"[0-9a-fA-F.:-]+",
     "suppressed": r"\d+",
+    "version": r"[0-9][0-9A-Za-z.+~-]*",
     "mode": r"(?:enforce|audit)",
     "scope": r"(?:zone|apex)",
     "exchanges": r"\d+ \S+(?: \d+ \S+)*",
@@ -207,6 +208,13 @@ class Docs(unittest.TestCase):
                      "outgoing transfer refused", "failed to enforce MX",
                      "cannot sign enforced answers"):
             self.assertIn(kind, kinds, "the run did not produce every line")
+        # The policy line names the version this build was made with.
+        version = os.environ.get("MXFILTER_VERSION")
+        if version:
+            policy = [l for l in self.lines if "policy loaded" in l]
+            self.assertTrue(policy)
+            for l in policy:
+                self.assertIn(", policy loaded, version %s, " % version, l)
 
     def test_counters(self):
         """Documented counters == `knotc -f zone-stats` counters."""
