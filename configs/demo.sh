@@ -9,7 +9,15 @@
 # kdig and nslookup, then prints the module's log lines and counters and stops
 # both servers.  Everything lives in a temporary directory that is removed on
 # exit.  Needs knotd, knotc, kdig, nslookup and python3; no root needed unless
-# knotd refuses to run otherwise.
+# knotd refuses to run otherwise, or mod-mxfilter is installed too (below).
+#
+# An installed mod-mxfilter (the Debian package, or meson install) sits in
+# knotd's module directory (pkg-config --variable=module_instdir knotd),
+# which knotd loads by itself; it would then refuse the demo's configuration,
+# which loads BUILD_DIR's module as well ("duplicate module").  So with one
+# installed, both servers run in a private mount namespace where an empty
+# directory hides the module directory (as root, or in a user namespace where
+# the kernel allows that); otherwise the demo stops and names the file.
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 
@@ -66,6 +74,30 @@ trap 'exit 130' INT TERM HUP
 
 section() { printf '\n==== %s ====\n\n' "$*"; }
 
+# Hide an installed copy of the module from both servers (see the top).
+HIDE=()
+MODDIR=$(pkg-config --variable=module_instdir knotd 2>/dev/null || true)
+INSTALLED=
+if [ -n "$MODDIR" ] && [ -d "$MODDIR" ]; then
+	INSTALLED=$(grep -l -a -F 'mod-mxfilter' "$MODDIR"/*.so 2>/dev/null | head -n 1 || true)
+fi
+if [ -n "$INSTALLED" ]; then
+	mkdir "$DIR/empty"
+	bind=(sh -ec 'mount --bind "$1" "$2"; shift 2; exec "$@"' hide "$DIR/empty" "$MODDIR")
+	for ns in "--mount" "--user --map-root-user --mount"; do
+		# shellcheck disable=SC2206  # $ns: the options, split on purpose
+		try=(unshare $ns --propagation private "${bind[@]}")
+		if "${try[@]}" sh -c '[ -z "$(ls -A "$0")" ]' "$MODDIR" 2>/dev/null; then
+			HIDE=("${try[@]}")
+			break
+		fi
+	done
+	[ ${#HIDE[@]} -gt 0 ] || die "mod-mxfilter is installed as $INSTALLED; knotd loads" \
+		"it by itself and would refuse a configuration that also loads $MODULE" \
+		"(duplicate module). Run the demo as root (it then hides the installed" \
+		"copy), or remove the package (README.md, Debian package)."
+fi
+
 # The server without the module: the same zone file, nothing else.
 mkdir -p "$DIR/plain/run" "$DIR/plain/db" "$DIR/filtered/run" "$DIR/filtered/db"
 cp "$HERE/demo.zone" "$DIR/plain/$ZONE.zone"
@@ -95,7 +127,7 @@ sed -e "s|@PORT@|$FILTER_PORT|g" -e "s|@DIR@|$DIR/filtered|g" \
 # the zone's SOA on port $2 (at most 10 s).
 start_knotd() {
 	local dir=$1 port=$2 _
-	knotd -c "$dir/knot.conf" >"$dir/knotd.out" 2>&1 &
+	"${HIDE[@]}" knotd -c "$dir/knot.conf" >"$dir/knotd.out" 2>&1 &
 	PIDS+=($!)
 	for _ in $(seq 1 50); do
 		if kdig @127.0.0.1 -p "$port" +short +retry=0 +timeout=1 \
@@ -143,6 +175,9 @@ echo "zone:      $ZONE (configs/demo.zone)"
 echo "plain:     knotd on 127.0.0.1@$PLAIN_PORT, no module"
 echo "filtered:  knotd on 127.0.0.1@$FILTER_PORT, configs/demo.conf"
 echo "work dir:  $DIR (removed on exit)"
+if [ -n "$INSTALLED" ]; then
+	echo "installed: $INSTALLED (hidden from both servers: private mount namespace)"
+fi
 
 start_knotd "$DIR/plain" "$PLAIN_PORT"
 start_knotd "$DIR/filtered" "$FILTER_PORT"

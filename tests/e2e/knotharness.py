@@ -12,6 +12,18 @@ Environment:
   MXFILTER_PRELOAD     sanitizer runtime(s) to LD_PRELOAD into knotd; a
                        sanitizer report on knotd's stderr fails the test
   MXFILTER_KEEP        keep the temporary directories (debugging)
+  MXFILTER_MODULE_DIR  knotd's module directory (default: pkg-config's
+                       module_instdir of knotd)
+
+An installed mod-mxfilter (a package or `meson install` in knotd's module
+directory, which knotd loads by itself) would make knotd refuse every
+configuration that also loads the build tree's module ("duplicate module").
+So when one is installed, every Knot program that reads a configuration
+(knotd, `knotc -c`, keymgr) runs in a private mount namespace where an empty
+directory hides the module directory (as root; otherwise in a user
+namespace where the kernel allows it), and the tests see the build tree's
+module only. Where neither works, the harness refuses with a message naming
+the installed file.
 """
 
 import atexit
@@ -197,6 +209,88 @@ def run(cmd, timeout=20, env=None, input=None):
     return p.returncode, p.stdout, p.stderr
 
 
+def _module_dir():
+    d = os.environ.get("MXFILTER_MODULE_DIR")
+    if d:
+        return d
+    try:
+        rc, out, _ = run(["pkg-config", "--variable=module_instdir", "knotd"], timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.strip() if rc == 0 and out.strip() else None
+
+
+_INSTALLED = []  # [path or None], computed once
+
+
+def installed_module():
+    """An installed copy of mod-mxfilter that knotd loads by itself (a .so in
+    its module directory declaring the module), or None."""
+    if not _INSTALLED:
+        found = None
+        d = _module_dir()
+        if d and os.path.isdir(d):
+            for name in sorted(os.listdir(d)):
+                path = os.path.join(d, name)
+                if not name.endswith(".so") or not os.path.isfile(path):
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        if b"mod-mxfilter\0" in f.read():
+                            found = path
+                            break
+                except OSError:
+                    continue
+        _INSTALLED.append((found, d))
+    return _INSTALLED[0][0]
+
+
+_HIDE = []  # [argv prefix], computed once
+
+
+def _hide_prefix():
+    """The command prefix that runs a program with the module directory
+    hidden, tried once; RuntimeError naming the installed file if none works."""
+    if _HIDE:
+        return _HIDE[0]
+    inst, moddir = installed_module(), _INSTALLED[0][1]
+    empty = tempfile.mkdtemp(prefix="mxf-nomod-")
+    atexit.register(shutil.rmtree, empty, True)
+    bind = ["sh", "-ec", 'mount --bind "$1" "$2"; shift 2; exec "$@"', "mxf-hide",
+            empty, moddir]
+    tries = []
+    if os.geteuid() == 0:
+        tries.append(["unshare", "--mount", "--propagation", "private"] + bind)
+    tries.append(["unshare", "--user", "--map-root-user", "--mount",
+                  "--propagation", "private"] + bind)
+    why = []
+    for pre in tries:
+        try:
+            rc, out, err = run(pre + ["sh", "-c", 'ls -A "$0"', moddir], timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why.append(str(e))
+            continue
+        if rc == 0 and out.strip() == "":
+            _HIDE.append(pre)
+            return pre
+        why.append((err or out).strip())
+    raise RuntimeError(
+        "mod-mxfilter is installed as %s, and knotd loads it by itself: it "
+        "would refuse every configuration that also loads the build tree's "
+        "module (duplicate module). Hiding %s in a private mount namespace "
+        "failed (%s): run the tests as root, or remove the installed copy "
+        "(README.md, Debian package)." % (inst, moddir, "; ".join(why)))
+
+
+def knot_argv(argv):
+    """ARGV of a Knot program that reads a configuration (knotd, knotc -c,
+    keymgr), run so that an installed mod-mxfilter cannot clash with the
+    build tree's: unchanged when none is installed."""
+    if installed_module() is None:
+        return list(argv)
+    return _hide_prefix() + list(argv)
+
+
 def conf_check(conf_text, timeout=20):
     """Run `knotc -c FILE conf-check` on CONF_TEXT; return (rc, output)."""
     d = tempfile.mkdtemp(prefix="mxf-cc-")
@@ -204,7 +298,7 @@ def conf_check(conf_text, timeout=20):
         path = os.path.join(d, "knot.conf")
         with open(path, "w") as f:
             f.write(conf_text)
-        rc, out, err = run([KNOTC, "-c", path, "conf-check"], timeout=timeout,
+        rc, out, err = run(knot_argv([KNOTC, "-c", path, "conf-check"]), timeout=timeout,
                            env=sanitizer_env())
         check_sanitizer(out + err, "knotc conf-check")
         return rc, out + err
@@ -220,7 +314,7 @@ def knotd_try_start(conf_text, timeout=8, env=None):
         path = os.path.join(d, "knot.conf")
         with open(path, "w") as f:
             f.write(conf_text.replace("@RUNDIR@", d))
-        p = subprocess.Popen([KNOTD, "-c", path], stdout=subprocess.PIPE,
+        p = subprocess.Popen(knot_argv([KNOTD, "-c", path]), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env=sanitizer_env(env),
                              universal_newlines=True, preexec_fn=_pdeathsig)
         try:
@@ -580,7 +674,7 @@ class Knotd:
             if attempt == 0 and self.before_start is not None:
                 self.before_start(self)  # e.g. keymgr on the KASP database
             self._err = open(self.stderr_path, "a")
-            self.proc = subprocess.Popen([KNOTD, "-c", self.conf_path],
+            self.proc = subprocess.Popen(knot_argv([KNOTD, "-c", self.conf_path]),
                                          stdout=self._err, stderr=self._err,
                                          stdin=subprocess.DEVNULL, env=env,
                                          preexec_fn=_pdeathsig)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import unittest
 
-from knotharness import FILTER_SET, Knotd, Zone, main, run, sanitizer_env
+from knotharness import FILTER_SET, Knotd, Zone, knot_argv, main, run, sanitizer_env
 
 DELV = shutil.which("delv")
 KEYMGR = shutil.which("keymgr") or "/usr/sbin/keymgr"
@@ -46,7 +46,7 @@ sub MX 5 mailgate
 
 def keymgr(conf, *args):
     # keymgr reads knot.conf, so it loads the module like knotd does.
-    rc, out, err = run([KEYMGR, "-c", conf, ZONE + "."] + list(args), timeout=60,
+    rc, out, err = run(knot_argv([KEYMGR, "-c", conf, ZONE + "."] + list(args)), timeout=60,
                        env=sanitizer_env())
     if rc != 0:
         raise RuntimeError("keymgr %s: %s%s" % (" ".join(args), out, err))
