@@ -93,9 +93,9 @@ def log(msg):
     print("== " + msg, flush=True)
 
 
-def sh(*cmd, check=True, timeout=300, cwd=None):
+def sh(*cmd, check=True, timeout=300, cwd=None, input=None):
     p = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True, timeout=timeout, cwd=cwd)
+                       universal_newlines=True, timeout=timeout, cwd=cwd, input=input)
     if check and p.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s" % (" ".join(cmd), p.returncode, p.stdout))
     return p.returncode, p.stdout
@@ -214,6 +214,14 @@ def version_line(k, version, mark):
            "after the start, the policy line names version %s" % version, "\n".join(lines))
 
 
+def troubleshooting_grep():
+    """The pattern of troubleshooting.md's "did the module load" grep."""
+    with open(os.path.join(SRC, "docs", "troubleshooting.md")) as f:
+        m = re.search(r'journalctl -u knot -o cat \| grep -E "([^"]*unknown module[^"]*)"', f.read())
+    expect(m is not None, "troubleshooting.md has the module-load grep")
+    return m.group(1)
+
+
 def deb_version(path):
     return sh("dpkg-deb", "-f", path, "Version")[1].strip()
 
@@ -254,6 +262,21 @@ def main():
         major, minor = knot.split(".")[:2]
         expect("knot (>= %s), knot (<< %s.%d~)" % (knot, major, int(minor) + 1) in depends,
                "Depends: %s" % depends)
+
+        # Both ways at once: the installed copy and a module: file: section.
+        dup = tempfile.mkdtemp(prefix="mxf-dup-")
+        with open(os.path.join(dup, "knot.conf"), "w") as f:
+            f.write("server:\n  rundir: %s\nmodule:\n  - id: mod-mxfilter\n    file: %s\n"
+                    "zone:\n  - domain: plain.test\n    storage: %s\n    module: mod-mxfilter\n"
+                    % (dup, so, dup))
+        rc, out = sh("knotc", "-c", os.path.join(dup, "knot.conf"), "conf-check", check=False)
+        expect(rc != 0 and "duplicate module" in out,
+               "installed copy plus module: file: is refused", out)
+        print("      " + "\n      ".join(out.strip().splitlines()))
+        rc, hits = sh("sh", "-c", 'grep -E "$1"', "sh", troubleshooting_grep(), check=False,
+                      input=out)
+        expect(rc == 0, "troubleshooting.md's grep finds it: " + hits.strip())
+        shutil.rmtree(dup, ignore_errors=True)
 
         log("2. /etc/knot/knot.conf as the guide says, knotd as knot.service runs it")
         for zone, body in ZONES.items():
@@ -317,6 +340,9 @@ def main():
         expect(rc != 0 and "unknown module" in out,
                "package removed, configuration unchanged: knotc refuses it", out)
         print("      " + "\n      ".join(out.strip().splitlines()))
+        rc, hits = sh("sh", "-c", 'grep -E "$1"', "sh", troubleshooting_grep(), check=False,
+                      input=out)
+        expect(rc == 0, "troubleshooting.md's grep finds it: " + hits.strip())
         apt_install(v1_deb)
         rc, out = sh("knotc", "status", check=False)
         expect(rc == 0, "reinstalled: knotc status works again", out)
