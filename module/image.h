@@ -52,6 +52,10 @@ void mxf_image_free(mxf_policy_t *policy);
  * \brief Appends \a rr (the policy's set, owned by rr->owner) from the image
  *        when the result is guaranteed to equal knot_pkt_put().
  *
+ * Like knot_pkt_put(), it stores \a rr as given, additional (glue) pointer
+ * included: whether Knot may later follow that pointer is the caller's
+ * concern (a PREANSWER answer must not carry one, see module/mxfilter.c).
+ *
  * \return True if written; false if nothing was touched.
  */
 bool mxf_image_put(knot_pkt_t *pkt, const mxf_policy_t *policy,

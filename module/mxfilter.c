@@ -12,8 +12,10 @@
  * policy and Knot's hooks into engine calls:
  *
  *   BEGIN      outgoing AXFR/IXFR with "transfer: refuse" -> REFUSED
- *   PREANSWER  apex MX query: answer the filtering set before Knot builds
- *              the zone's legacy answer (cheapest, and it cannot leak)
+ *   PREANSWER  MX query at the apex (any plain authoritative name on Knot
+ *              3.4+): answer the filtering set before Knot builds the zone's
+ *              legacy answer (cheapest, and it cannot leak); what such an
+ *              answer may hold is written down above serve_compliant()
  *   ANSWER     any other MX in the answer: mxf_process() rewrites it
  *   END        last line of defence: a response that still holds a legacy
  *              MX (Knot 3.2 skips every later hook once it truncates)
@@ -407,16 +409,86 @@ static inline uint16_t hook_qtype(const knot_pkt_t *pkt)
 	return knot_wire_read_u16(pkt->wire + KNOT_WIRE_HEADER_SIZE + pkt->qname_size);
 }
 
+/*
+ * What a PREANSWER answer (KNOTD_IN_STATE_HIT) must and must not hold.
+ *
+ * Knot source, src/knot/nameserver/internet.c, the same in v3.2.6, v3.4.6
+ * and v3.5.6 (line numbers for 3.2.6 / 3.4.6 / 3.5.6; 3.5 only adds an ACL
+ * check for catalog zones before answer_query() and reformats the licence):
+ *
+ *   answer_query() (644 / 650 / 639) runs the PREANSWER hooks, then
+ *   solve_answer(), which returns at once when the state is HIT ("Do not
+ *   solve if already solved", 483 / 485 / 474). Everything solve_answer()
+ *   would set is then missing: qdata->extra->node, encloser and previous
+ *   stay NULL, no wildcard is recorded (extra->wildcards), no RRSIG is
+ *   queued (extra->rrsigs, filled by process_query_put_rr() in
+ *   process_query.c), the CNAME chain is not followed, and AA is not set
+ *   (knot_wire_set_aa, 498 / 500 / 489).
+ *
+ *   The later stages still run on the packet as the hook left it:
+ *   solve_answer_dnssec() and nsec_append_rrsigs() (nsec_proofs.c) write
+ *   only queued RRSIGs, so nothing; the ANSWER hooks (this module's
+ *   answer_mx() finds the set or a compliant RRset and leaves it);
+ *   solve_authority() does nothing for HIT; solve_authority_dnssec()
+ *   walks the empty wildcard list (nsec_prove_wildcards); then
+ *   solve_additional() (594 / 599 / 588) calls put_additional()
+ *   (216 / 216 / 205) for every NS, MX, SRV, SVCB or HTTPS RRset in the
+ *   packet. For an RRset whose additional pointer is set
+ *   (rr->additional, 219 / 219 / 208), it calls
+ *   glue_node(glue, qdata->extra->node) (249 / 249 / 238), and
+ *   binode_node_as() (src/knot/zone/node.h, 175 / 177 / 166) reads
+ *   ->flags of that NULL node: knotd dies with SIGSEGV (issue #14). The
+ *   ADDITIONAL hooks, OPT, TSIG and the END hooks follow
+ *   (process_query.c:process_query_out), none of them reading that state.
+ *
+ * So a HIT answer must
+ *   - hold only RRsets whose additional pointer is NULL. RRsets this module
+ *     makes (knot_rrset_init) never have one; the zone's own RRsets, as
+ *     knotd_qdata_zone_apex_rrset() and knotd_qdata_zone_rrset() return
+ *     them (node_rrset copies rr_data->additional), have one as soon as an
+ *     exchange has an A or AAAA record in the zone. Such an RRset is left
+ *     to Knot, which writes it and its glue itself;
+ *   - set AA itself;
+ *   - carry its own RRSIGs when the query has DO and the zone is signed
+ *     (mxf_put_rrsig), or leave the answer to Knot (serve_compliant);
+ *   - be the whole answer: Knot adds no authority or additional record to
+ *     it, and no answer rotation (knot_pkt_put_rotate is only reached
+ *     through process_query_put_rr);
+ * and must not
+ *   - be added to an answer another module's hook has already given (any
+ *     state but BEGIN, or a packet that already holds records).
+ *
+ * preanswer_hit() is the only way out with HIT and checks the packet once
+ * more; TRUNC and ERROR end the answer at once (SOLVE_STEP) and are safe.
+ */
+
+/* The one exit with HIT: the packet is checked against the rules above
+ * (a packet that breaks them fails closed instead of reaching Knot's
+ * additional stage), then marked authoritative. */
+static knotd_in_state_t preanswer_hit(knot_pkt_t *pkt, knotd_qdata_t *qdata,
+                                      knotd_mod_t *mod, const knot_dname_t *owner)
+{
+	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
+		if (__builtin_expect(pkt->rr[i].additional != NULL, 0)) {
+			const zone_ctx_t *zc = knotd_mod_ctx(mod);
+			return fail_closed(mod, qdata, zc->policy, owner, KNOT_ERROR);
+		}
+	}
+	knot_wire_set_aa(pkt->wire);
+	return KNOTD_IN_STATE_HIT;
+}
+
 /* The zone's own RRset at the QNAME, compliant: written from the policy's
  * wire image when that gives exactly what Knot would write (the same bytes,
- * no RRSIGs asked for, no answer rotation), which is cheaper than Knot's own
- * lookup and write; otherwise left to Knot. Judged at ANSWER either way. */
+ * no RRSIGs asked for, no answer rotation, no glue for Knot to add), which
+ * is cheaper than Knot's own lookup and write; otherwise left to Knot.
+ * Judged at ANSWER either way. */
 static knotd_in_state_t serve_compliant(knotd_in_state_t state, knot_pkt_t *pkt,
                                         knotd_qdata_t *qdata, knotd_mod_t *mod,
                                         const knot_rrset_t *mx)
 {
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
-	if (zc->rotation || knot_pkt_has_dnssec(qdata->query)) {
+	if (mx->additional != NULL || zc->rotation || knot_pkt_has_dnssec(qdata->query)) {
 		return state;
 	}
 	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
@@ -424,8 +496,7 @@ static knotd_in_state_t serve_compliant(knotd_in_state_t state, knot_pkt_t *pkt,
 	if (!mxf_put_verbatim(pkt, zc->policy, mx, KNOT_COMPR_HINT_QNAME, flags)) {
 		return state;
 	}
-	knot_wire_set_aa(pkt->wire);
-	return KNOTD_IN_STATE_HIT;
+	return preanswer_hit(pkt, qdata, mod, mx->owner);
 }
 
 /* MX query for a name whose RRset is known up front: answer the filtering
@@ -446,6 +517,10 @@ static knotd_in_state_t mxfilter_preanswer(knotd_in_state_t state, knot_pkt_t *p
 static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                      knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
+	/* Another hook answered: the ANSWER stage judges what it wrote. */
+	if (state != KNOTD_IN_STATE_BEGIN || pkt->rrset_count > 0) {
+		return state;
+	}
 	const knot_dname_t *qname = knot_pkt_qname(pkt);
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	bool apex = pkt->qname_size == zc->zone_size &&
@@ -480,6 +555,7 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 		ttl = policy->ttl_set ? policy->ttl : mx.ttl;
 	}
 
+	/* The set is made here (no additional pointer), never the zone's. */
 	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
 	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
 	const knot_dname_t *owner = knot_rrset_empty(&mx) ? knotd_mod_zone(mod) : mx.owner;
@@ -495,9 +571,11 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 		return fail_closed(mod, qdata, policy, owner, ret);
 	}
 
-	count(mod, qdata, knot_rrset_empty(&mx) ? CTR_SYNTHESIZED : CTR_ENFORCED, 0, 1);
-	knot_wire_set_aa(pkt->wire);
-	return KNOTD_IN_STATE_HIT;
+	knotd_in_state_t out = preanswer_hit(pkt, qdata, mod, owner);
+	if (out == KNOTD_IN_STATE_HIT) {
+		count(mod, qdata, knot_rrset_empty(&mx) ? CTR_SYNTHESIZED : CTR_ENFORCED, 0, 1);
+	}
+	return out;
 }
 
 static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,

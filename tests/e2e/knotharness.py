@@ -958,6 +958,40 @@ class Knotd:
         return path
 
 
+class WithReference(unittest.TestCase):
+    """A knotd with the module (cls.k) and a reference knotd without it
+    (cls.ref) serving the same zones, zones(with_module), with the same
+    `server:` items (SERVER); MOD_MXFILTER is the module's section."""
+
+    SERVER = {}
+    MOD_MXFILTER = None
+    LOG_LEVEL = "debug"
+
+    @classmethod
+    def zones(cls, with_module):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        cls.k = Knotd(cls.zones(True), mod_mxfilter=cls.MOD_MXFILTER,
+                      server=cls.SERVER, log_level=cls.LOG_LEVEL)
+        cls.k.start()
+        try:
+            cls.ref = Knotd(cls.zones(False), load_module=False, name="reference",
+                            server=cls.SERVER, log_level=cls.LOG_LEVEL)
+            cls.ref.start()
+        except Exception:
+            cls.k.stop(check=False)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.k.stop()
+        finally:
+            cls.ref.stop()
+
+
 def mx_set(pairs):
     return sorted((int(p), n.lower().rstrip(".") + ".") for p, n in pairs)
 

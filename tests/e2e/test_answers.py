@@ -7,9 +7,9 @@ knotd without the module serving the same data, for comparison.
 """
 
 import os
-import unittest
 
-from knotharness import FILTER_SET, Knotd, Zone, main, summary
+import knotharness
+from knotharness import FILTER_SET, Zone, main, summary
 
 BODY = """
 @ MX 5 mailgate
@@ -78,30 +78,13 @@ def zones(with_module):
             Zone("security-mail.net", CONFORMS_BODY, module=mod)]
 
 
-class WithReference(unittest.TestCase):
+class WithReference(knotharness.WithReference):
     """knotd with the module (self.k) and a reference knotd without it
-    (self.ref), serving the same zones with the same `server:` items."""
-
-    SERVER = {}
+    (self.ref), serving the zones above with the same `server:` items."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.k = Knotd(zones(True), server=cls.SERVER)
-        cls.k.start()
-        try:
-            cls.ref = Knotd(zones(False), load_module=False, name="reference",
-                            server=cls.SERVER)
-            cls.ref.start()
-        except Exception:
-            cls.k.stop(check=False)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.k.stop()
-        finally:
-            cls.ref.stop()
+    def zones(cls, with_module):
+        return zones(with_module)
 
 
 class Answers(WithReference):
