@@ -33,8 +33,14 @@
  *  I7  Nothing marked for removal is ever written back, and on failure the
  *      packet ends at the last RRset written: whatever the outcome, no
  *      legacy MX of an enforced owner remains.
+ *  I8  An owner written after the cut as a pointer to the owner of an
+ *      earlier entry after the cut (an RRSIG after its RRset) points to that
+ *      entry's owner as written again, so the rebuilt tail is compressed as
+ *      the original was.
  *
  * A packet holding no MX RRset is left alone and nothing is allocated.
+ * mxf_pkt_replace() runs the same rebuild for entries its caller replaces
+ * (the denial records of engine/denial.c).
  */
 
 #include <string.h>
@@ -48,6 +54,7 @@ enum {
 	ACT_KEEP = 0,
 	ACT_REPLACE,   /* First MX entry of an owner in ANSWER: the set goes here. */
 	ACT_DROP,      /* Removed. */
+	ACT_SUBST,     /* Replaced by a caller's RRset (mxf_pkt_replace()). */
 	ACT_SEEN = 0x80, /* Classification done (flag). */
 };
 
@@ -56,9 +63,13 @@ enum {
 /* Entries kept on the stack before falling back to the packet's mm. */
 #define STACK_ENTRIES	32
 
+#define NOT_WRITTEN	UINT16_MAX
+
 typedef struct {
 	knot_rrset_t rr;
+	mxf_subst_t *with;  /* ACT_SUBST: what is written instead. */
 	uint16_t owner_ptr; /* Where the owner pointed in the original wire. */
+	uint16_t written;   /* Index in rr[] once written again, or NOT_WRITTEN. */
 	uint16_t flags;
 	uint8_t act;
 	uint8_t section;
@@ -455,6 +466,26 @@ static uint16_t owner_hint(const knot_pkt_t *pkt, const knot_dname_t *owner,
 	return KNOT_COMPR_HINT_NONE;
 }
 
+/*
+ * The same for tail entry \a i of a rebuild (I8): an owner that pointed to
+ * where an earlier tail entry's owner was, in the original wire, points to
+ * where that entry's owner is now. Two entries share an owner position
+ * after the cut only that way (knotd writes an RRSIG with its RRset's).
+ */
+static uint16_t tail_owner_hint(const knot_pkt_t *pkt, const saved_t *saved,
+                                uint16_t i, size_t cut_pos)
+{
+	const saved_t *s = &saved[i];
+	if (s->owner_ptr >= cut_pos) {
+		for (uint16_t j = 0; j < i; j++) {
+			if (saved[j].owner_ptr == s->owner_ptr && saved[j].written != NOT_WRITTEN) {
+				return pkt->rr_info[saved[j].written].compress_ptr[KNOT_COMPR_HINT_OWNER];
+			}
+		}
+	}
+	return owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
+}
+
 /*** Marking. ***/
 
 /* Whether a classified group holds legacy records to report; a group kept
@@ -611,8 +642,26 @@ static bool mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 
 /*** Rebuild. ***/
 
+/* Writes \a s->with in place of the saved entry \a s, then its signatures. */
+static int put_subst(knot_pkt_t *pkt, saved_t *s, uint16_t hint)
+{
+	mxf_subst_t *w = s->with;
+	uint16_t flags = s->flags & ~(KNOT_PF_FREE | KNOT_PF_CHECKDUP);
+	free_saved(pkt, s); /* The original goes in any case. */
+	int ret = knot_pkt_put(pkt, hint, &w->rr, flags | (w->owned ? KNOT_PF_FREE : 0));
+	if (ret != KNOT_EOK) {
+		return ret;
+	}
+	w->owned = false; /* The packet frees it now. */
+	if (w->sig != NULL && !knot_rrset_empty(w->sig)) {
+		uint16_t sig_hint = pkt->rr_info[pkt->rrset_count - 1].compress_ptr[KNOT_COMPR_HINT_OWNER];
+		ret = knot_pkt_put(pkt, sig_hint, w->sig, flags);
+	}
+	return ret;
+}
+
 static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
-                   bool drop_tsig)
+                   bool drop_tsig, mxf_subst_t *subst, uint16_t subst_count)
 {
 	uint16_t count = pkt->rrset_count;
 	uint16_t cut = 0;
@@ -645,7 +694,15 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 		saved[i].flags = pkt->rr_info[idx].flags;
 		saved[i].owner_ptr = pkt->rr_info[idx].compress_ptr[KNOT_COMPR_HINT_OWNER];
 		saved[i].act = ACT(act[idx]);
-		if (drop_tsig && saved[i].rr.type == KNOT_RRTYPE_TSIG) {
+		saved[i].written = NOT_WRITTEN;
+		saved[i].with = NULL;
+		for (uint16_t k = 0; saved[i].act == ACT_SUBST && k < subst_count; k++) {
+			if (subst[k].idx == idx) {
+				saved[i].with = &subst[k];
+			}
+		}
+		if ((drop_tsig && saved[i].rr.type == KNOT_RRTYPE_TSIG) ||
+		    (saved[i].act == ACT_SUBST && saved[i].with == NULL)) {
 			saved[i].act = ACT_DROP;
 		}
 		int sec = section_of(pkt, idx);
@@ -671,18 +728,24 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 		if (ret != KNOT_EOK) {
 			break;
 		}
-		uint16_t hint = owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
+		uint16_t hint = tail_owner_hint(pkt, saved, i, cut_pos);
+		uint16_t at = pkt->rrset_count;
 		if (s->act == ACT_REPLACE) {
 			ret = put_replacement(pkt, ctx->policy, s, hint);
 			s->flags &= ~KNOT_PF_FREE; /* Handed over, or freed on error. */
 			if (ret == KNOT_EOK) {
 				ret = mxf_put_rrsig(pkt, ctx, s->flags);
 			}
+		} else if (s->act == ACT_SUBST) {
+			ret = put_subst(pkt, s, hint);
 		} else {
 			ret = knot_pkt_put(pkt, hint, &s->rr, s->flags & ~KNOT_PF_CHECKDUP);
 			if (ret == KNOT_EOK) {
 				s->flags &= ~KNOT_PF_FREE; /* The packet owns it again. */
 			}
+		}
+		if (pkt->rrset_count > at) {
+			s->written = at;
 		}
 		if (ret != KNOT_EOK) {
 			break;
@@ -798,7 +861,7 @@ static int process_all(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
 	int ret = KNOT_EOK;
 	if (change) {
 		bool tsig = mark_dependents(pkt, ctx, act, res);
-		ret = rebuild(pkt, ctx, act, tsig);
+		ret = rebuild(pkt, ctx, act, tsig, NULL, 0);
 		if (ret == KNOT_EOK && tsig) {
 			ret = KNOT_EDENIED; /* The TSIG no longer signs this packet. */
 		}
@@ -840,6 +903,63 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 		return process_last(pkt, ctx, first, res);
 	}
 	return process_all(pkt, ctx, zone_size, first, res);
+}
+
+/* Frees the substitutes still owned by the caller's array (I5). */
+static void subst_release(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
+{
+	for (uint16_t k = 0; k < count; k++) {
+		if (subst[k].owned) {
+			knot_rrset_clear(&subst[k].rr, &pkt->mm);
+			subst[k].owned = false;
+		}
+	}
+}
+
+int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
+{
+	if (pkt == NULL || (subst == NULL && count > 0)) {
+		return KNOT_EINVAL;
+	}
+	uint16_t first = UINT16_MAX;
+	for (uint16_t k = 0; k < count; k++) {
+		if (subst[k].idx >= pkt->rrset_count) {
+			subst_release(pkt, subst, count);
+			return KNOT_EINVAL;
+		}
+		first = (subst[k].idx < first) ? subst[k].idx : first;
+	}
+	/* A TSIG after the first change would no longer sign the packet. */
+	for (uint16_t i = first; i < pkt->rrset_count; i++) {
+		if (pkt->rr[i].type == KNOT_RRTYPE_TSIG) {
+			subst_release(pkt, subst, count);
+			return KNOT_EDENIED;
+		}
+	}
+	if (count == 0) {
+		return KNOT_EOK;
+	}
+
+	uint8_t act_stack[STACK_ENTRIES];
+	uint8_t *act = act_stack;
+	if (pkt->rrset_count > STACK_ENTRIES) {
+		act = pkt_alloc(pkt, pkt->rrset_count);
+		if (act == NULL) {
+			subst_release(pkt, subst, count);
+			return KNOT_ENOMEM;
+		}
+	}
+	memset(act, ACT_KEEP, pkt->rrset_count);
+	for (uint16_t k = 0; k < count; k++) {
+		act[subst[k].idx] = knot_rrset_empty(&subst[k].rr) ? ACT_DROP : ACT_SUBST;
+	}
+
+	int ret = rebuild(pkt, NULL, act, false, subst, count);
+	subst_release(pkt, subst, count);
+	if (act != act_stack) {
+		pkt_free(pkt, act);
+	}
+	return ret;
 }
 
 bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
