@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "mxfilter/denial.h"
+#include "wire.h"
 
 /*** Type bitmaps. ***/
 
@@ -136,8 +137,10 @@ int mxf_denial_bitmap(uint16_t type, const knot_rdata_t *rd, size_t *offset)
 	}
 }
 
-/* Whether \a owner is the apex (NSEC) or one label below it (NSEC3). */
-static bool apex_owner(uint16_t type, const knot_dname_t *owner, const knot_dname_t *zone)
+/* Whether \a owner (flat) is the apex (NSEC) or one label below it (NSEC3),
+ * \a zone being lower-case, of \a zone_size bytes. */
+static bool apex_owner(uint16_t type, const knot_dname_t *owner,
+                       const knot_dname_t *zone, size_t zone_size)
 {
 	if (type == KNOT_RRTYPE_NSEC3) {
 		if (*owner == 0) {
@@ -145,43 +148,64 @@ static bool apex_owner(uint16_t type, const knot_dname_t *owner, const knot_dnam
 		}
 		owner += 1 + *owner;
 	}
-	return knot_dname_is_case_equal(owner, zone);
+	return mxf_flat_name_size(owner) == zone_size &&
+	       mxf_wire_case_equal(owner, zone, zone_size);
+}
+
+/* One rdata's bitmap: -1 if malformed or without SOA (not the apex's
+ * record), else whether \a type is listed. */
+static int apex_bitmap(uint16_t rtype, const knot_rdata_t *rd, uint16_t type)
+{
+	size_t off;
+	if (mxf_denial_bitmap(rtype, rd, &off) != KNOT_EOK ||
+	    !mxf_bitmap_valid(rd->data + off, rd->len - off) ||
+	    !mxf_bitmap_has(rd->data + off, rd->len - off, KNOT_RRTYPE_SOA)) {
+		return -1; /* Only the apex has SOA: for NSEC3, the apex's hash. */
+	}
+	return mxf_bitmap_has(rd->data + off, rd->len - off, type);
+}
+
+static bool lacks(const knot_rrset_t *rr, const knot_dname_t *zone, size_t zone_size,
+                  uint16_t type)
+{
+	if ((rr->type != KNOT_RRTYPE_NSEC && rr->type != KNOT_RRTYPE_NSEC3) ||
+	    rr->rrs.count == 0 || !apex_owner(rr->type, rr->owner, zone, zone_size)) {
+		return false;
+	}
+	bool missing = false;
+	const knot_rdata_t *rd = rr->rrs.rdata;
+	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = knot_rdataset_next((knot_rdata_t *)rd)) {
+		int has = apex_bitmap(rr->type, rd, type);
+		if (has < 0) {
+			return false; /* Not a record this engine can edit. */
+		}
+		missing |= !has;
+	}
+	return missing;
 }
 
 bool mxf_denial_lacks(const knot_rrset_t *rr, const knot_dname_t *zone, uint16_t type)
 {
-	if ((rr->type != KNOT_RRTYPE_NSEC && rr->type != KNOT_RRTYPE_NSEC3) ||
-	    rr->rrs.count == 0 || !apex_owner(rr->type, rr->owner, zone)) {
-		return false;
-	}
-	bool lacks = false;
-	const knot_rdata_t *rd = rr->rrs.rdata;
-	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = knot_rdataset_next((knot_rdata_t *)rd)) {
-		size_t off;
-		if (mxf_denial_bitmap(rr->type, rd, &off) != KNOT_EOK ||
-		    !mxf_bitmap_valid(rd->data + off, rd->len - off)) {
-			return false; /* Not a record this engine can edit. */
-		}
-		/* Only the apex has SOA: the NSEC3 owner is the apex's hash. */
-		if (!mxf_bitmap_has(rd->data + off, rd->len - off, KNOT_RRTYPE_SOA)) {
-			return false;
-		}
-		lacks |= !mxf_bitmap_has(rd->data + off, rd->len - off, type);
-	}
-	return lacks;
+	return lacks(rr, zone, mxf_flat_name_size(zone), type);
 }
 
 size_t mxf_denial_find(const knot_pkt_t *pkt, const knot_dname_t *zone, uint16_t type,
                        uint16_t *idx, size_t max)
 {
 	size_t found = 0;
+	size_t zone_size = 0;
 	for (int s = KNOT_ANSWER; s <= KNOT_AUTHORITY && s <= (int)pkt->current; s++) {
 		const knot_pktsection_t *sec = &pkt->sections[s];
 		for (uint16_t i = sec->pos; i < sec->pos + sec->count && found < max; i++) {
 			const knot_rrset_t *rr = &pkt->rr[i];
 			/* Cheapest first: most responses hold no denial record. */
-			if ((rr->type == KNOT_RRTYPE_NSEC || rr->type == KNOT_RRTYPE_NSEC3) &&
-			    mxf_denial_lacks(rr, zone, type)) {
+			if (rr->type != KNOT_RRTYPE_NSEC && rr->type != KNOT_RRTYPE_NSEC3) {
+				continue;
+			}
+			if (zone_size == 0) {
+				zone_size = mxf_flat_name_size(zone);
+			}
+			if (lacks(rr, zone, zone_size, type)) {
 				idx[found++] = i;
 			}
 		}
@@ -189,51 +213,51 @@ size_t mxf_denial_find(const knot_pkt_t *pkt, const knot_dname_t *zone, uint16_t
 	return found;
 }
 
-static knot_rdata_t *pkt_rdata_alloc(knot_pkt_t *pkt, size_t len)
-{
-	return pkt->mm.alloc != NULL ? pkt->mm.alloc(pkt->mm.ctx, knot_rdata_size(len)) : NULL;
-}
-
-/* A copy of \a rr listing \a type, owner and rdata from the packet's memory. */
+/* A copy of \a rr listing \a type, owner and rdata from the packet's memory
+ * (each rdata grows in place: the canonical order does not change, the
+ * rdatas differing before their bitmaps). */
 static int edited_copy(knot_pkt_t *pkt, const knot_rrset_t *rr, uint16_t type,
                        knot_rrset_t *out)
 {
+	knot_rrset_init(out, NULL, rr->type, rr->rclass, rr->ttl);
+	size_t size = rr->rrs.size + rr->rrs.count * (MXF_BITMAP_GROWTH + 1);
 	knot_dname_t *owner = knot_dname_copy(rr->owner, &pkt->mm);
-	if (owner == NULL) {
+	uint8_t *mem = (pkt->mm.alloc != NULL && owner != NULL) ?
+	               pkt->mm.alloc(pkt->mm.ctx, size) : NULL;
+	if (mem == NULL) {
+		knot_dname_free(owner, &pkt->mm);
 		return KNOT_ENOMEM;
 	}
-	knot_rrset_init(out, owner, rr->type, rr->rclass, rr->ttl);
+	out->owner = owner;
+	out->rrs.rdata = (knot_rdata_t *)mem;
 
-	int ret = KNOT_EOK;
 	const knot_rdata_t *rd = rr->rrs.rdata;
-	for (uint16_t i = 0; i < rr->rrs.count && ret == KNOT_EOK;
-	     i++, rd = knot_rdataset_next((knot_rdata_t *)rd)) {
+	knot_rdata_t *nrd = out->rrs.rdata;
+	for (uint16_t i = 0; i < rr->rrs.count; i++) {
 		size_t off = 0, blen = 0;
-		ret = mxf_denial_bitmap(rr->type, rd, &off);
-		if (ret != KNOT_EOK) {
-			break;
-		}
-		size_t max = rd->len + MXF_BITMAP_GROWTH;
-		knot_rdata_t *nrd = (max <= UINT16_MAX) ?
-		                    pkt_rdata_alloc(pkt, max) : NULL;
-		if (nrd == NULL) {
-			ret = KNOT_ENOMEM;
-			break;
-		}
-		memcpy(nrd->data, rd->data, off);
-		ret = mxf_bitmap_add(rd->data + off, rd->len - off, type, nrd->data + off, &blen);
+		int ret = mxf_denial_bitmap(rr->type, rd, &off);
 		if (ret == KNOT_EOK) {
-			nrd->len = (uint16_t)(off + blen);
-			ret = knot_rdataset_add(&out->rrs, nrd, &pkt->mm);
+			memcpy(nrd->data, rd->data, off);
+			ret = mxf_bitmap_add(rd->data + off, rd->len - off, type,
+			                     nrd->data + off, &blen);
 		}
-		if (pkt->mm.free != NULL) {
-			pkt->mm.free(nrd);
+		if (ret == KNOT_EOK && off + blen > UINT16_MAX) {
+			ret = KNOT_ESPACE;
 		}
+		if (ret != KNOT_EOK) {
+			knot_rrset_clear(out, &pkt->mm);
+			return ret;
+		}
+		nrd->len = (uint16_t)(off + blen);
+		if (nrd->len & 1) {
+			nrd->data[nrd->len] = 0; /* Padding: rdatasets compare by memcmp. */
+		}
+		out->rrs.count++;
+		out->rrs.size += knot_rdata_size(nrd->len);
+		rd = knot_rdataset_next((knot_rdata_t *)rd);
+		nrd = knot_rdataset_next(nrd);
 	}
-	if (ret != KNOT_EOK) {
-		knot_rrset_clear(out, &pkt->mm);
-	}
-	return ret;
+	return KNOT_EOK;
 }
 
 /* Whether entry \a j holds RRSIGs over \a rr (knotd writes them as one
@@ -245,7 +269,7 @@ static bool signs(const knot_pkt_t *pkt, uint16_t j, const knot_rrset_t *rr)
 	return sig->type == KNOT_RRTYPE_RRSIG && sig->rrs.count > 0 &&
 	       sig->rrs.rdata->len >= 2 &&
 	       knot_rrsig_type_covered(sig->rrs.rdata) == rr->type &&
-	       knot_dname_is_case_equal(sig->owner, rr->owner);
+	       mxf_dname_equal(sig->owner, rr->owner);
 }
 
 static bool listed(const mxf_subst_t *subst, size_t n, uint16_t idx)
@@ -337,5 +361,5 @@ int mxf_denial_rewrite(knot_pkt_t *pkt, const mxf_denial_ctx_t *ctx,
 		}
 		return ret;
 	}
-	return mxf_pkt_replace(pkt, subst, (uint16_t)n);
+	return mxf_pkt_replace(pkt, subst, (uint16_t)n, ctx->general_only);
 }

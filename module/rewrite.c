@@ -40,7 +40,23 @@
  *
  * A packet holding no MX RRset is left alone and nothing is allocated.
  * mxf_pkt_replace() runs the same rebuild for entries its caller replaces
- * (the denial records of engine/denial.c).
+ * (the denial records of engine/denial.c), or, when every replacement has
+ * the wire size of what it replaces, patches the wire in place instead:
+ *
+ *  P1  Each record of the replaced entry is found on the wire, after its
+ *      owner, with exactly the original rdata bytes (written verbatim: no
+ *      compression inside, no rotation); the replacement has as many
+ *      records, each of the same rdata length, the same owner and type.
+ *  P2  The names inside the rdata (by the type's descriptor) are the same
+ *      bytes in both, so no compression pointer into them can change
+ *      meaning; only other rdata bytes and the TTL (as knot_pkt_put() would
+ *      write it) are overwritten. Owners, sizes, counts and compression
+ *      hints stay as they are.
+ *  P3  rr[] then holds the replacement (KNOT_PF_FREE as the caller owns
+ *      it), the original freed if it was the packet's: the wire holds what
+ *      rr[] says, as after a rebuild (the unit tests compare both).
+ * Every entry is checked before the first byte changes: all in place, or
+ * the rebuild.
  */
 
 #include <string.h>
@@ -62,6 +78,10 @@ enum {
 
 /* Entries kept on the stack before falling back to the packet's mm. */
 #define STACK_ENTRIES	32
+
+/* mxf_pkt_replace() in place: at most this many entries of as many records. */
+#define MXF_INPLACE_MAX		8
+#define MXF_INPLACE_RECORDS	8
 
 #define NOT_WRITTEN	UINT16_MAX
 
@@ -905,6 +925,127 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	return process_all(pkt, ctx, zone_size, first, res);
 }
 
+/*** In place (P1-P3). ***/
+
+/* Size of the flat name at \a d within \a len bytes, or 0. */
+static size_t flat_name_within(const uint8_t *d, size_t len)
+{
+	size_t pos = 0;
+	while (pos < len && d[pos] != 0) {
+		if (d[pos] > KNOT_DNAME_MAXLABELLEN) {
+			return 0;
+		}
+		pos += 1 + d[pos];
+	}
+	return (pos < len && pos + 1 <= KNOT_DNAME_MAXLEN) ? pos + 1 : 0;
+}
+
+/* P2: the names in two rdata of \a type of equal length are the same bytes. */
+static bool names_equal(uint16_t type, const knot_rdata_t *a, const knot_rdata_t *b)
+{
+	const knot_rdata_descriptor_t *desc = knot_get_rdata_descriptor(type);
+	size_t pos = 0;
+	for (int i = 0; desc->block_types[i] != KNOT_RDATA_WF_END; i++) {
+		int block = desc->block_types[i];
+		if (block > 0) {
+			pos += block;
+		} else if (block == KNOT_RDATA_WF_REMAINDER) {
+			return true;
+		} else if (block == KNOT_RDATA_WF_FIXED_DNAME ||
+		           block == KNOT_RDATA_WF_COMPRESSIBLE_DNAME ||
+		           block == KNOT_RDATA_WF_DECOMPRESSIBLE_DNAME) {
+			size_t n = (pos < a->len) ? flat_name_within(a->data + pos, a->len - pos) : 0;
+			if (n == 0 || memcmp(a->data + pos, b->data + pos, n) != 0) {
+				return false;
+			}
+			pos += n;
+		} else {
+			return false; /* NAPTR: not worth it. */
+		}
+		if (pos > a->len) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Position after the (possibly compressed) name at \a pos, or 0. */
+static size_t wire_skip_name(const knot_pkt_t *pkt, size_t pos)
+{
+	while (pos < pkt->size) {
+		uint8_t lab = pkt->wire[pos];
+		if ((lab & 0xC0) == 0xC0) {
+			return (pos + 2 <= pkt->size) ? pos + 2 : 0;
+		} else if (lab & 0xC0) {
+			return 0;
+		} else if (lab == 0) {
+			return pos + 1;
+		}
+		pos += 1 + lab;
+	}
+	return 0;
+}
+
+/* The TTL knot_pkt_put() writes for record \a rd of \a rr. */
+static uint32_t wire_ttl(const knot_rrset_t *rr, const knot_rdata_t *rd, uint16_t flags)
+{
+	if ((flags & KNOT_PF_ORIGTTL) && rr->type == KNOT_RRTYPE_RRSIG) {
+		return knot_rrsig_original_ttl(rd);
+	} else if ((flags & KNOT_PF_SOAMINTTL) && rr->type == KNOT_RRTYPE_SOA) {
+		return knot_soa_minimum(rd);
+	}
+	return rr->ttl;
+}
+
+/* P1, P2 for one replacement: where each record's TTL field starts, or
+ * false. */
+static bool fits_in_place(const knot_pkt_t *pkt, const mxf_subst_t *w, size_t *ttl_pos)
+{
+	const knot_rrset_t *orig = &pkt->rr[w->idx];
+	const knot_rrset_t *rep = &w->rr;
+	if (w->sig != NULL || rep->type != orig->type || rep->rclass != orig->rclass ||
+	    rep->rrs.count != orig->rrs.count || rep->rrs.count == 0 ||
+	    rep->rrs.count > MXF_INPLACE_RECORDS || !mxf_dname_equal(rep->owner, orig->owner)) {
+		return false;
+	}
+	size_t pos = pkt->rr_info[w->idx].pos;
+	const knot_rdata_t *a = orig->rrs.rdata, *b = rep->rrs.rdata;
+	for (uint16_t k = 0; k < orig->rrs.count; k++, a = rd_next(a), b = rd_next(b)) {
+		pos = wire_skip_name(pkt, pos);
+		if (pos == 0 || pos + 10 > pkt->size) {
+			return false;
+		}
+		ttl_pos[k] = pos + 4;
+		uint16_t rdlen = knot_wire_read_u16(pkt->wire + pos + 8);
+		pos += 10;
+		if (rdlen != a->len || a->len != b->len || pos + rdlen > pkt->size ||
+		    knot_wire_read_u16(pkt->wire + pos - 10) != orig->type ||
+		    memcmp(pkt->wire + pos, a->data, rdlen) != 0 ||
+		    !names_equal(orig->type, a, b)) {
+			return false;
+		}
+		pos += rdlen;
+	}
+	return true;
+}
+
+/* P3: the wire and rr[] take the replacement. */
+static void put_in_place(knot_pkt_t *pkt, mxf_subst_t *w, const size_t *ttl_pos)
+{
+	knot_rrinfo_t *info = &pkt->rr_info[w->idx];
+	const knot_rdata_t *b = w->rr.rrs.rdata;
+	for (uint16_t k = 0; k < w->rr.rrs.count; k++, b = rd_next(b)) {
+		knot_wire_write_u32(pkt->wire + ttl_pos[k], wire_ttl(&w->rr, b, info->flags));
+		memcpy(pkt->wire + ttl_pos[k] + 6, b->data, b->len);
+	}
+	if (info->flags & KNOT_PF_FREE) {
+		knot_rrset_clear(&pkt->rr[w->idx], &pkt->mm);
+	}
+	pkt->rr[w->idx] = w->rr;
+	info->flags = (info->flags & ~KNOT_PF_FREE) | (w->owned ? KNOT_PF_FREE : 0);
+	w->owned = false;
+}
+
 /* Frees the substitutes still owned by the caller's array (I5). */
 static void subst_release(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
 {
@@ -916,7 +1057,8 @@ static void subst_release(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
 	}
 }
 
-int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
+int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
+                    bool rebuild_only)
 {
 	if (pkt == NULL || (subst == NULL && count > 0)) {
 		return KNOT_EINVAL;
@@ -937,6 +1079,23 @@ int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
 		}
 	}
 	if (count == 0) {
+		return KNOT_EOK;
+	}
+
+	/* Same sizes everywhere: patch the wire, no rebuild (P1-P3). */
+	size_t ttl_pos[MXF_INPLACE_MAX][MXF_INPLACE_RECORDS];
+	bool in_place = !rebuild_only && count <= MXF_INPLACE_MAX;
+	for (uint16_t k = 0; in_place && k < count; k++) {
+		in_place = !knot_rrset_empty(&subst[k].rr) &&
+		           fits_in_place(pkt, &subst[k], ttl_pos[k]);
+		for (uint16_t j = 0; in_place && j < k; j++) {
+			in_place = subst[j].idx != subst[k].idx;
+		}
+	}
+	if (in_place) {
+		for (uint16_t k = 0; k < count; k++) {
+			put_in_place(pkt, &subst[k], ttl_pos[k]);
+		}
 		return KNOT_EOK;
 	}
 

@@ -196,7 +196,12 @@ typedef struct {
  * there is written again in its original order, each listed entry as its
  * replacement (with the entry's write flags, KNOT_PF_FREE as \a owned
  * says). Works at any stage of construction; every later section is begun
- * again up to the current one.
+ * again up to the current one. When every replacement has the wire size of
+ * its entry (same owner, type, record count and rdata lengths, the same
+ * names inside) and the entries were written verbatim, the wire is patched
+ * in place instead (P1-P3 of rewrite.c), with the same result.
+ *
+ * \param rebuild_only  Tests: always rebuild.
  *
  * \retval KNOT_EOK     Done.
  * \retval KNOT_EDENIED A TSIG follows the first change (nothing changed).
@@ -208,7 +213,8 @@ typedef struct {
  * is never written back in its original form. Owned replacements are
  * consumed whatever the outcome.
  */
-int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count);
+int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
+                    bool rebuild_only);
 
 /*!
  * \brief Whether \a pkt still holds an MX RRset that the policy would replace.

@@ -443,15 +443,21 @@ static void nodata_nsec(th_scn_t *s, uint16_t max_size)
 	put_sig_of(s, 1, 0x51);
 }
 
-static int edit(th_scn_t *s, signer_t *sg, size_t want_found)
+static int edit_how(th_scn_t *s, signer_t *sg, size_t want_found, bool general)
 {
 	knot_dname_storage_t zbuf;
 	uint16_t idx[MXF_DENIAL_MAX];
 	size_t n = mxf_denial_find(s->resp, th_dname(zbuf, ZONE), KNOT_RRTYPE_MX, idx,
 	                           MXF_DENIAL_MAX);
 	assert_int_equal(n, want_found);
-	mxf_denial_ctx_t ctx = { .type = KNOT_RRTYPE_MX, .sign = fake_sign, .sign_data = sg };
+	mxf_denial_ctx_t ctx = { .type = KNOT_RRTYPE_MX, .sign = fake_sign, .sign_data = sg,
+	                         .general_only = general };
 	return mxf_denial_rewrite(s->resp, &ctx, idx, n);
+}
+
+static int edit(th_scn_t *s, signer_t *sg, size_t want_found)
+{
+	return edit_how(s, sg, want_found, false);
 }
 
 #define APEX_NSEC(owner) \
@@ -488,27 +494,33 @@ static void test_nodata_nsec(void **state)
 }
 
 /* NXDOMAIN in an NSEC3 zone: closest encloser (the apex), next closer and
- * wildcard; only the apex's record changes, every pointer stays short. */
+ * wildcard. */
+static void nxdomain_nsec3(th_scn_t *s, uint16_t max_size)
+{
+	th_scn_init(s, "nx.example.com.", KNOT_RRTYPE_A, max_size);
+	th_begin(s, KNOT_AUTHORITY);
+	th_put(s, KNOT_COMPR_HINT_NONE, soa(s), KNOT_PF_NOTRUNC | KNOT_PF_SOAMINTTL);
+	knot_rrset_t *apex = th_rrset(s, HASH_APEX, KNOT_RRTYPE_NSEC3, 300);
+	add_nsec3(apex, 0x11, APEX3_TYPES, APEX3_N, &s->mm);
+	knot_rrset_t *a = th_rrset(s, HASH_A, KNOT_RRTYPE_NSEC3, 300);
+	add_nsec3(a, 0x22, LEAF_TYPES, 2, &s->mm);
+	knot_rrset_t *b = th_rrset(s, HASH_B, KNOT_RRTYPE_NSEC3, 300);
+	add_nsec3(b, 0x33, LEAF_TYPES, 2, &s->mm);
+	th_put(s, KNOT_COMPR_HINT_NONE, a, KNOT_PF_CHECKDUP);
+	th_put(s, KNOT_COMPR_HINT_NONE, apex, KNOT_PF_CHECKDUP);
+	th_put(s, KNOT_COMPR_HINT_NONE, b, KNOT_PF_CHECKDUP);
+	for (uint16_t i = 0; i < 4; i++) {
+		put_sig_of(s, i, (uint8_t)(0x60 + i));
+	}
+}
+
+/* Only the apex's record changes, every pointer stays short. */
 static void test_nxdomain_nsec3(void **state)
 {
 	th_scn_t s;
 	signer_t sg;
-	th_scn_init(&s, "nx.example.com.", KNOT_RRTYPE_A, 1232);
+	nxdomain_nsec3(&s, 1232);
 	signer_init(&sg, &s);
-	th_begin(&s, KNOT_AUTHORITY);
-	th_put(&s, KNOT_COMPR_HINT_NONE, soa(&s), KNOT_PF_NOTRUNC | KNOT_PF_SOAMINTTL);
-	knot_rrset_t *apex = th_rrset(&s, HASH_APEX, KNOT_RRTYPE_NSEC3, 300);
-	add_nsec3(apex, 0x11, APEX3_TYPES, APEX3_N, &s.mm);
-	knot_rrset_t *a = th_rrset(&s, HASH_A, KNOT_RRTYPE_NSEC3, 300);
-	add_nsec3(a, 0x22, LEAF_TYPES, 2, &s.mm);
-	knot_rrset_t *b = th_rrset(&s, HASH_B, KNOT_RRTYPE_NSEC3, 300);
-	add_nsec3(b, 0x33, LEAF_TYPES, 2, &s.mm);
-	th_put(&s, KNOT_COMPR_HINT_NONE, a, KNOT_PF_CHECKDUP);
-	th_put(&s, KNOT_COMPR_HINT_NONE, apex, KNOT_PF_CHECKDUP);
-	th_put(&s, KNOT_COMPR_HINT_NONE, b, KNOT_PF_CHECKDUP);
-	for (uint16_t i = 0; i < 4; i++) {
-		put_sig_of(&s, i, (uint8_t)(0x60 + i));
-	}
 	size_t size = s.resp->size;
 
 	assert_int_equal(edit(&s, &sg, 1), KNOT_EOK);
@@ -535,23 +547,28 @@ static void test_nxdomain_nsec3(void **state)
 }
 
 /* NXDOMAIN in an NSEC zone: the apex's NSEC covers the wildcard. */
+static void nxdomain_nsec(th_scn_t *s, uint16_t max_size)
+{
+	th_scn_init(s, "nx.example.com.", KNOT_RRTYPE_A, max_size);
+	th_begin(s, KNOT_AUTHORITY);
+	th_put(s, KNOT_COMPR_HINT_NONE, soa(s), KNOT_PF_NOTRUNC | KNOT_PF_SOAMINTTL);
+	knot_rrset_t *cover = th_rrset(s, "ns1.example.com.", KNOT_RRTYPE_NSEC, 300);
+	add_nsec(cover, "www.example.com.", LEAF_TYPES, 3, &s->mm);
+	knot_rrset_t *apex = th_rrset(s, ZONE, KNOT_RRTYPE_NSEC, 300);
+	add_nsec(apex, "a.example.com.", APEX_TYPES, APEX_N, &s->mm);
+	th_put(s, KNOT_COMPR_HINT_NONE, cover, KNOT_PF_CHECKDUP);
+	th_put(s, KNOT_COMPR_HINT_NONE, apex, KNOT_PF_CHECKDUP);
+	for (uint16_t i = 0; i < 3; i++) {
+		put_sig_of(s, i, (uint8_t)(0x70 + i));
+	}
+}
+
 static void test_nxdomain_nsec(void **state)
 {
 	th_scn_t s;
 	signer_t sg;
-	th_scn_init(&s, "nx.example.com.", KNOT_RRTYPE_A, 1232);
+	nxdomain_nsec(&s, 1232);
 	signer_init(&sg, &s);
-	th_begin(&s, KNOT_AUTHORITY);
-	th_put(&s, KNOT_COMPR_HINT_NONE, soa(&s), KNOT_PF_NOTRUNC | KNOT_PF_SOAMINTTL);
-	knot_rrset_t *cover = th_rrset(&s, "ns1.example.com.", KNOT_RRTYPE_NSEC, 300);
-	add_nsec(cover, "www.example.com.", LEAF_TYPES, 3, &s.mm);
-	knot_rrset_t *apex = th_rrset(&s, ZONE, KNOT_RRTYPE_NSEC, 300);
-	add_nsec(apex, "a.example.com.", APEX_TYPES, APEX_N, &s.mm);
-	th_put(&s, KNOT_COMPR_HINT_NONE, cover, KNOT_PF_CHECKDUP);
-	th_put(&s, KNOT_COMPR_HINT_NONE, apex, KNOT_PF_CHECKDUP);
-	for (uint16_t i = 0; i < 3; i++) {
-		put_sig_of(&s, i, (uint8_t)(0x70 + i));
-	}
 	size_t size = s.resp->size;
 
 	assert_int_equal(edit(&s, &sg, 1), KNOT_EOK);
@@ -570,17 +587,22 @@ static void test_nxdomain_nsec(void **state)
 
 /* A query of type NSEC at the apex: the record and its RRSIG in the answer,
  * the owner keeping the query's spelling. */
+static void answer_nsec(th_scn_t *s, uint16_t max_size)
+{
+	th_scn_init(s, "EXample.cOM.", KNOT_RRTYPE_NSEC, max_size);
+	knot_rrset_t *apex = th_rrset(s, ZONE, KNOT_RRTYPE_NSEC, 300);
+	add_nsec(apex, "a.example.com.", APEX_TYPES, APEX_N, &s->mm);
+	th_put(s, KNOT_COMPR_HINT_QNAME, apex, KNOT_PF_ORIGTTL);
+	put_sig_of(s, 0, 0x80);
+	th_begin(s, KNOT_AUTHORITY);
+}
+
 static void test_answer_nsec(void **state)
 {
 	th_scn_t s;
 	signer_t sg;
-	th_scn_init(&s, "EXample.cOM.", KNOT_RRTYPE_NSEC, 1232);
+	answer_nsec(&s, 1232);
 	signer_init(&sg, &s);
-	knot_rrset_t *apex = th_rrset(&s, ZONE, KNOT_RRTYPE_NSEC, 300);
-	add_nsec(apex, "a.example.com.", APEX_TYPES, APEX_N, &s.mm);
-	th_put(&s, KNOT_COMPR_HINT_QNAME, apex, KNOT_PF_ORIGTTL);
-	put_sig_of(&s, 0, 0x80);
-	th_begin(&s, KNOT_AUTHORITY);
 	size_t size = s.resp->size;
 
 	assert_int_equal(edit(&s, &sg, 1), KNOT_EOK);
@@ -598,6 +620,44 @@ static void test_answer_nsec(void **state)
 	}
 	signer_clear(&sg);
 	th_scn_clean(&s);
+}
+
+/* In place and rebuilt, every shape: the same bytes, the same rr[]; the
+ * in-place edit leaves libknot's compression state as it was (no cut). */
+static void test_in_place_equals_rebuild(void **state)
+{
+	void (*shapes[])(th_scn_t *, uint16_t) = {
+		nodata_nsec, nxdomain_nsec3, nxdomain_nsec, answer_nsec,
+	};
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+		th_scn_t a, b;
+		signer_t sa, sb;
+		shapes[i](&a, 1232);
+		shapes[i](&b, 1232);
+		signer_init(&sa, &a);
+		signer_init(&sb, &b);
+		knot_compr_t compr = a.resp->compr;
+		assert_int_equal(edit_how(&a, &sa, 1, false), KNOT_EOK);
+		assert_int_equal(edit_how(&b, &sb, 1, true), KNOT_EOK);
+		assert_int_equal(a.resp->compr.suffix.pos, compr.suffix.pos);
+		th_assert_sane(&a);
+		th_assert_sane(&b);
+		assert_int_equal(a.resp->size, b.resp->size);
+		assert_memory_equal(a.resp->wire, b.resp->wire, a.resp->size);
+		assert_int_equal(a.resp->rrset_count, b.resp->rrset_count);
+		for (uint16_t k = 0; k < a.resp->rrset_count; k++) {
+			char ta[TH_TXT], tb[TH_TXT];
+			th_rr_text(&a.resp->rr[k], a.resp->rr[k].owner, 0, ta, sizeof(ta));
+			th_rr_text(&b.resp->rr[k], b.resp->rr[k].owner, 0, tb, sizeof(tb));
+			assert_string_equal(ta, tb);
+			assert_int_equal(a.resp->rr_info[k].flags & KNOT_PF_FREE,
+			                 b.resp->rr_info[k].flags & KNOT_PF_FREE);
+		}
+		signer_clear(&sa);
+		signer_clear(&sb);
+		th_scn_clean(&a);
+		th_scn_clean(&b);
+	}
 }
 
 /* No RRSIG over the record in the packet: the new one follows it; a second
@@ -731,7 +791,7 @@ static void *budget_alloc(void *ctx, size_t len)
 	return test_malloc(len);
 }
 
-static void test_alloc_failures(void **state)
+static void alloc_failures(bool general)
 {
 	bool succeeded = false;
 	for (size_t budget = 0; budget < 32 && !succeeded; budget++) {
@@ -743,7 +803,7 @@ static void test_alloc_failures(void **state)
 		knot_mm_t saved = s.resp->mm;
 		s.resp->mm.ctx = &b;
 		s.resp->mm.alloc = budget_alloc;
-		int ret = edit(&s, &sg, 1);
+		int ret = edit_how(&s, &sg, 1, general);
 		s.resp->mm = saved;
 		if (ret == KNOT_EOK) {
 			succeeded = true;
@@ -758,6 +818,13 @@ static void test_alloc_failures(void **state)
 		th_scn_clean(&s);
 	}
 	assert_true(succeeded);
+}
+
+/* In place and rebuilt. */
+static void test_alloc_failures(void **state)
+{
+	alloc_failures(false);
+	alloc_failures(true);
 }
 
 /*** mxf_pkt_replace() on its own. ***/
@@ -783,7 +850,7 @@ static void test_replace(void **state)
 		{ .idx = 1 },
 	};
 	knot_rrset_init_empty(&sub[1].rr);
-	assert_int_equal(mxf_pkt_replace(s.resp, sub, 2), KNOT_EOK);
+	assert_int_equal(mxf_pkt_replace(s.resp, sub, 2, false), KNOT_EOK);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, "www.example.com. 300 A 192.0.2.9");
 	assert_non_null(s.resp->opt_rr);
@@ -807,7 +874,7 @@ static void test_replace(void **state)
 	                KNOT_CLASS_IN, 300);
 	th_add_addr(&own, "192.0.2.3", &s.resp->mm);
 	mxf_subst_t one = { .idx = 0, .rr = own, .owned = true };
-	assert_int_equal(mxf_pkt_replace(s.resp, &one, 1), KNOT_EDENIED);
+	assert_int_equal(mxf_pkt_replace(s.resp, &one, 1, false), KNOT_EDENIED);
 	th_snap_same(&snap, s.resp);
 	th_scn_clean(&s);
 }
@@ -826,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_nxdomain_nsec3),
 		cmocka_unit_test(test_nxdomain_nsec),
 		cmocka_unit_test(test_answer_nsec),
+		cmocka_unit_test(test_in_place_equals_rebuild),
 		cmocka_unit_test(test_rrsig_placement),
 		cmocka_unit_test(test_untouched),
 		cmocka_unit_test(test_sign_error),
