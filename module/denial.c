@@ -157,7 +157,13 @@ static bool apex_owner(uint16_t type, const knot_dname_t *owner,
 static int apex_bitmap(uint16_t rtype, const knot_rdata_t *rd, uint16_t type)
 {
 	size_t off;
-	if (mxf_denial_bitmap(rtype, rd, &off) != KNOT_EOK ||
+	if (mxf_denial_bitmap(rtype, rd, &off) != KNOT_EOK) {
+		return -1;
+	}
+	/* Most records are not the apex's: SOA (6) is bit 0x02 of window 0's
+	 * first byte, always the bitmap's third byte when listed. */
+	const uint8_t *bm = rd->data + off;
+	if (rd->len - off < 3 || bm[0] != 0 || !(bm[2] & 0x02) ||
 	    !mxf_bitmap_valid(rd->data + off, rd->len - off) ||
 	    !mxf_bitmap_has(rd->data + off, rd->len - off, KNOT_RRTYPE_SOA)) {
 		return -1; /* Only the apex has SOA: for NSEC3, the apex's hash. */

@@ -134,11 +134,14 @@ static inline void th_add_addr(knot_rrset_t *rr, const char *addr, knot_mm_t *mm
 	assert_int_equal(knot_rrset_add_rdata(rr, data, len, mm), KNOT_EOK);
 }
 
-/*! Appends one (fake) RRSIG rdata covering \a covered, signed by \a signer. */
-static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
-                                const char *signer, uint8_t tag, knot_mm_t *mm)
+/*! Appends one (fake) RRSIG rdata covering \a covered, signed by \a signer,
+ *  whose \a sig_len signature bytes are all \a tag. */
+static inline void th_add_rrsig_len(knot_rrset_t *rr, uint16_t covered,
+                                    const char *signer, uint8_t tag, size_t sig_len,
+                                    knot_mm_t *mm)
 {
-	uint8_t data[18 + KNOT_DNAME_MAXLEN + 64];
+	uint8_t data[18 + KNOT_DNAME_MAXLEN + 256];
+	assert_true(sig_len <= 256);
 	knot_wire_write_u16(data, covered);
 	data[2] = 13;                               /* ECDSAP256SHA256 */
 	data[3] = knot_dname_labels(rr->owner, NULL);
@@ -149,9 +152,16 @@ static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
 	knot_dname_t *name = knot_dname_from_str(data + 18, signer, KNOT_DNAME_MAXLEN);
 	assert_non_null(name);
 	size_t len = 18 + knot_dname_size(name);
-	memset(data + len, tag, 64);
-	len += 64;
+	memset(data + len, tag, sig_len);
+	len += sig_len;
 	assert_int_equal(knot_rrset_add_rdata(rr, data, len, mm), KNOT_EOK);
+}
+
+/*! th_add_rrsig_len() with a P-256-sized signature (64 bytes). */
+static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
+                                const char *signer, uint8_t tag, knot_mm_t *mm)
+{
+	th_add_rrsig_len(rr, covered, signer, tag, 64, mm);
 }
 
 /* Text form of records: "owner ttl TYPE rdata", names lower-case. */
