@@ -19,8 +19,9 @@
  *              MX (Knot 3.2 skips every later hook once it truncates)
  *              becomes an empty TC answer or SERVFAIL; transfer accounting
  *
- * Signed zones that synthesize the apex MX get three more (see "Denial
- * records" below): their apex NSEC/NSEC3 lists MX in every DNSSEC answer.
+ * Signed zones that synthesize the apex MX get an AUTHORITY and a second END
+ * hook and a step on the ANSWER hook's MX path (see "Denial records"
+ * below): their apex NSEC/NSEC3 lists MX in every DNSSEC answer.
  *
  * Everything that decides or rewrites lives in the engine (policy.c,
  * rewrite.c, audit.c, sign.c, denial.c), which depends on libknot,
