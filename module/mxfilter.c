@@ -21,8 +21,13 @@
  *              MX (Knot 3.2 skips every later hook once it truncates)
  *              becomes an empty TC answer or SERVFAIL; transfer accounting
  *
+ * Signed zones that synthesize the apex MX get an AUTHORITY and a second END
+ * hook and a step on the ANSWER hook's MX path (see "Denial records"
+ * below): their apex NSEC/NSEC3 lists MX in every DNSSEC answer.
+ *
  * Everything that decides or rewrites lives in the engine (policy.c,
- * rewrite.c, audit.c), which depends on libknot only.
+ * rewrite.c, audit.c, sign.c, denial.c), which depends on libknot,
+ * libdnssec and liburcu only.
  */
 
 #include <netinet/in.h>
@@ -35,6 +40,7 @@
 
 #include "mxfilter/audit.h"
 #include "mxfilter/compat.h"
+#include "mxfilter/denial.h"
 #include "mxfilter/policy.h"
 #include "mxfilter/rewrite.h"
 #include "mxfilter/sign.h"
@@ -190,6 +196,7 @@ typedef struct {
 	size_t zone_size; /* Wire size of the zone's name: most QNAMEs differ. */
 	bool rotation; /* server answer-rotation: Knot reorders RRsets per query. */
 	bool counters; /* Counters registered (counters: on). */
+	bool denial;   /* Denial hooks registered (signed, synthesizing). */
 } zone_ctx_t;
 
 /*** Counters (registered in this order). ***/
@@ -592,10 +599,21 @@ static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
 	return answer_mx(state, pkt, qdata, mod);
 }
 
+static knotd_in_state_t answer_cname_apex(knotd_in_state_t state, knot_pkt_t *pkt,
+                                          knotd_qdata_t *qdata, knotd_mod_t *mod);
+
 __attribute__((noinline))
 static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
+	/* No MX found: maybe a CNAME chain to an apex the module answers. */
+	if (state == KNOTD_IN_STATE_NODATA &&
+	    ((const zone_ctx_t *)knotd_mod_ctx(mod))->denial) {
+		knotd_in_state_t next = answer_cname_apex(state, pkt, qdata, mod);
+		if (next != state) {
+			return next;
+		}
+	}
 
 	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
@@ -703,6 +721,140 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
 		qdata->err_truncated = true;
 	} else {
 		(void)fail_closed(mod, qdata, policy, knot_pkt_qname(pkt), KNOT_ERROR);
+	}
+	return KNOTD_STATE_FAIL;
+}
+
+/*** Denial records (signed zones synthesizing the apex MX). ***/
+
+/*
+ * A signed zone without MX at its apex answers an apex MX query with the
+ * filtering set (synthesize: on), while its apex NSEC, or the NSEC3 of the
+ * apex's hash, says the apex holds no MX; a resolver that reuses cached
+ * denial records (RFC 8198) would answer MX with NODATA itself. Registered
+ * on such zones only (enforce mode, dnssec-signing: on), these steps keep
+ * every DNSSEC answer of the zone in line with the synthesized set:
+ *
+ *   ANSWER     (the MX path of mxfilter_answer) an MX query that reaches
+ *              the apex through an in-zone CNAME gets the filtering set as
+ *              well (a NODATA proof from the apex's record would now be
+ *              bogus)
+ *   AUTHORITY  the apex's NSEC/NSEC3 in the answer or authority section
+ *              lists MX, signed anew with the zone's keys (denial.c)
+ *   END        a truncated response that still holds the unedited record
+ *              (Knot skips later hooks once it truncates) becomes an empty
+ *              TC answer; any response, if the AUTHORITY hook is missing,
+ *              SERVFAIL
+ *
+ * A query without the DO bit gets no denial record and costs one test.
+ */
+
+/* An MX query whose in-zone CNAME chain ends at the apex without MX (the
+ * ANSWER hook, state NODATA): the apex's answer, as for the QNAME. */
+static knotd_in_state_t answer_cname_apex(knotd_in_state_t state, knot_pkt_t *pkt,
+                                          knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	const knot_dname_t *zone = knotd_mod_zone(mod);
+	/* Answers without DNSSEC stay Knot's own (docs/dnssec.md). */
+	if (hook_qtype(pkt) != KNOT_RRTYPE_MX || !knot_pkt_has_dnssec(qdata->query) ||
+	    pkt->sections[KNOT_ANSWER].count == 0 ||
+	    qdata->name == NULL || !knot_dname_is_case_equal(qdata->name, zone)) {
+		return state; /* NODATA at the apex: it has no MX. */
+	}
+
+	query_ctx_t ac;
+	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
+	const mxf_policy_t *policy = zc->policy;
+	knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
+	uint32_t ttl = policy->ttl_set ? policy->ttl : soa.ttl;
+	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
+	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
+	int ret = fault_enomem() ? KNOT_ENOMEM :
+	          mxf_put_set(pkt, policy, zone, ttl, KNOT_COMPR_HINT_NONE, flags);
+	if (ret == KNOT_EOK) {
+		ret = mxf_put_rrsig(pkt, &ctx, flags);
+	}
+	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
+		return KNOTD_IN_STATE_TRUNC;
+	} else if (ret != KNOT_EOK) {
+		return fail_closed(mod, qdata, policy, zone, ret);
+	}
+	count(mod, qdata, CTR_SYNTHESIZED, 0, 1);
+	return KNOTD_IN_STATE_HIT;
+}
+
+static knotd_in_state_t authority_denial(knotd_in_state_t state, knot_pkt_t *pkt,
+                                         knotd_qdata_t *qdata, knotd_mod_t *mod);
+
+static knotd_in_state_t mxfilter_authority(knotd_in_state_t state, knot_pkt_t *pkt,
+                                           knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	if (__builtin_expect(!knot_pkt_has_dnssec(qdata->query), 1)) {
+		return state;
+	}
+	return authority_denial(state, pkt, qdata, mod);
+}
+
+__attribute__((noinline))
+static knotd_in_state_t authority_denial(knotd_in_state_t state, knot_pkt_t *pkt,
+                                         knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	const knot_dname_t *zone = knotd_mod_zone(mod);
+	uint16_t idx[MXF_DENIAL_MAX];
+	/* An apex record without MX: Knot keeps it in line with the zone, so
+	 * the apex has no MX and the module synthesizes it. */
+	size_t n = mxf_denial_find(pkt, zone, KNOT_RRTYPE_MX, idx, MXF_DENIAL_MAX);
+	if (n == 0) {
+		return state;
+	}
+
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	query_ctx_t ac = { .mod = mod, .qdata = qdata, .signer = zc->signer };
+	mxf_denial_ctx_t dctx = { .type = KNOT_RRTYPE_MX, .sign = sign_set, .sign_data = &ac };
+	int ret = fault_enomem() ? KNOT_ENOMEM : mxf_denial_rewrite(pkt, &dctx, idx, n);
+	if (ret == KNOT_EOK) {
+		return state;
+	} else if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
+		knot_wire_set_tc(pkt->wire); /* The client retries over TCP. */
+		return KNOTD_IN_STATE_TRUNC;
+	}
+	return fail_closed(mod, qdata, zc->policy, zone, ret);
+}
+
+static knotd_state_t end_denial(knotd_state_t state, knot_pkt_t *pkt,
+                                knotd_qdata_t *qdata, knotd_mod_t *mod);
+
+static knotd_state_t mxfilter_denial_end(knotd_state_t state, knot_pkt_t *pkt,
+                                         knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	if (__builtin_expect(!knot_pkt_has_dnssec(qdata->query), 1)) {
+		return state;
+	}
+	return end_denial(state, pkt, qdata, mod);
+}
+
+__attribute__((noinline))
+static knotd_state_t end_denial(knotd_state_t state, knot_pkt_t *pkt,
+                                knotd_qdata_t *qdata, knotd_mod_t *mod)
+{
+	/* The AUTHORITY hook saw every answer Knot did not truncate. A
+	 * transfer carries the zone as it is (transfer: refuse for secondaries
+	 * that do not run the module). */
+	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	bool tc = knot_wire_get_tc(pkt->wire);
+	if ((!tc && zc->denial) || is_transfer(qdata)) {
+		return state;
+	}
+	uint16_t idx;
+	const knot_dname_t *zone = knotd_mod_zone(mod);
+	if (mxf_denial_find(pkt, zone, KNOT_RRTYPE_MX, &idx, 1) == 0) {
+		return state;
+	}
+	if (tc) {
+		qdata->err_truncated = true;
+	} else {
+		(void)fail_closed(mod, qdata, zc->policy, zone, KNOT_ERROR);
 	}
 	return KNOTD_STATE_FAIL;
 }
@@ -820,11 +972,17 @@ static char *keystore_dir(knotd_mod_t *mod, const char **err)
 	return dir;
 }
 
+/* Whether Knot signs the zone (dnssec-signing: on). */
+static bool zone_signs(knotd_mod_t *mod)
+{
+	return knotd_conf_zone(mod, C_SIGNING, knotd_mod_zone(mod)).single.boolean;
+}
+
 /* A signer for zones Knot signs; without one, DO answers that need
  * enforcing in a signed zone fail closed. */
 static mxf_signer_t *signer_load(knotd_mod_t *mod)
 {
-	if (!knotd_conf_zone(mod, C_SIGNING, knotd_mod_zone(mod)).single.boolean) {
+	if (!zone_signs(mod)) {
 		return NULL;
 	}
 	const char *err = NULL;
@@ -924,6 +1082,29 @@ static bool zone_has_onlinesign(knotd_mod_t *mod)
 	return found;
 }
 
+/*
+ * The denial hooks, for zones where the module may synthesize the apex MX
+ * under DNSSEC: enforce mode, synthesize: on, signed by Knot. Whether the
+ * apex lacks MX is read per answer (the zone may change). The END check
+ * goes first: registered alone, it still keeps unedited records out. Two
+ * hooks, no more: every hook costs every query of the zone ~20
+ * instructions (docs/performance.md), so the CNAME case rides on the
+ * ANSWER hook's MX path.
+ */
+static int register_denial(knotd_mod_t *mod, const mxf_policy_t *policy)
+{
+	if (policy->mode != MXF_MODE_ENFORCE || !policy->synthesize || !zone_signs(mod)) {
+		return KNOT_EOK;
+	}
+	int ret = knotd_mod_hook(mod, KNOTD_STAGE_END, mxfilter_denial_end);
+	if (ret == KNOT_EOK) {
+		ret = knotd_mod_in_hook(mod, KNOTD_STAGE_AUTHORITY, mxfilter_authority);
+	}
+	zone_ctx_t *zc = knotd_mod_ctx(mod);
+	zc->denial = (ret == KNOT_EOK); /* The ANSWER hook's MX path reads it. */
+	return ret;
+}
+
 static int mxfilter_load(knotd_mod_t *mod)
 {
 	if (zone_has_onlinesign(mod)) {
@@ -961,6 +1142,9 @@ static int mxfilter_load(knotd_mod_t *mod)
 	}
 	if (ret == KNOT_EOK && policy->transfer == MXF_XFR_REFUSE) {
 		ret = knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_begin);
+	}
+	if (ret == KNOT_EOK) {
+		ret = register_denial(mod, policy);
 	}
 	if (ret != KNOT_EOK) {
 		/* The END check still keeps legacy MX out of answers. */

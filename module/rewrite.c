@@ -33,8 +33,30 @@
  *  I7  Nothing marked for removal is ever written back, and on failure the
  *      packet ends at the last RRset written: whatever the outcome, no
  *      legacy MX of an enforced owner remains.
+ *  I8  An owner written after the cut as a pointer to the owner of an
+ *      earlier entry after the cut (an RRSIG after its RRset) points to that
+ *      entry's owner as written again, so the rebuilt tail is compressed as
+ *      the original was.
  *
  * A packet holding no MX RRset is left alone and nothing is allocated.
+ * mxf_pkt_replace() runs the same rebuild for entries its caller replaces
+ * (the denial records of engine/denial.c), or, when every replacement has
+ * the wire size of what it replaces, patches the wire in place instead:
+ *
+ *  P1  Each record of the replaced entry is found on the wire, after its
+ *      owner, with exactly the original rdata bytes (written verbatim: no
+ *      compression inside, no rotation); the replacement has as many
+ *      records, each of the same rdata length, the same owner and type.
+ *  P2  The names inside the rdata (by the type's descriptor) are the same
+ *      bytes in both, so no compression pointer into them can change
+ *      meaning; only other rdata bytes and the TTL (as knot_pkt_put() would
+ *      write it) are overwritten. Owners, sizes, counts and compression
+ *      hints stay as they are.
+ *  P3  rr[] then holds the replacement (KNOT_PF_FREE as the caller owns
+ *      it), the original freed if it was the packet's: the wire holds what
+ *      rr[] says, as after a rebuild (the unit tests compare both).
+ * Every entry is checked before the first byte changes: all in place, or
+ * the rebuild.
  */
 
 #include <string.h>
@@ -48,6 +70,7 @@ enum {
 	ACT_KEEP = 0,
 	ACT_REPLACE,   /* First MX entry of an owner in ANSWER: the set goes here. */
 	ACT_DROP,      /* Removed. */
+	ACT_SUBST,     /* Replaced by a caller's RRset (mxf_pkt_replace()). */
 	ACT_SEEN = 0x80, /* Classification done (flag). */
 };
 
@@ -56,9 +79,17 @@ enum {
 /* Entries kept on the stack before falling back to the packet's mm. */
 #define STACK_ENTRIES	32
 
+/* mxf_pkt_replace() in place: at most this many entries of as many records. */
+#define MXF_INPLACE_MAX		8
+#define MXF_INPLACE_RECORDS	8
+
+#define NOT_WRITTEN	UINT16_MAX
+
 typedef struct {
 	knot_rrset_t rr;
+	mxf_subst_t *with;  /* ACT_SUBST: what is written instead. */
 	uint16_t owner_ptr; /* Where the owner pointed in the original wire. */
+	uint16_t written;   /* Index in rr[] once written again, or NOT_WRITTEN. */
 	uint16_t flags;
 	uint8_t act;
 	uint8_t section;
@@ -455,6 +486,26 @@ static uint16_t owner_hint(const knot_pkt_t *pkt, const knot_dname_t *owner,
 	return KNOT_COMPR_HINT_NONE;
 }
 
+/*
+ * The same for tail entry \a i of a rebuild (I8): an owner that pointed to
+ * where an earlier tail entry's owner was, in the original wire, points to
+ * where that entry's owner is now. Two entries share an owner position
+ * after the cut only that way (knotd writes an RRSIG with its RRset's).
+ */
+static uint16_t tail_owner_hint(const knot_pkt_t *pkt, const saved_t *saved,
+                                uint16_t i, size_t cut_pos)
+{
+	const saved_t *s = &saved[i];
+	if (s->owner_ptr >= cut_pos) {
+		for (uint16_t j = 0; j < i; j++) {
+			if (saved[j].owner_ptr == s->owner_ptr && saved[j].written != NOT_WRITTEN) {
+				return pkt->rr_info[saved[j].written].compress_ptr[KNOT_COMPR_HINT_OWNER];
+			}
+		}
+	}
+	return owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
+}
+
 /*** Marking. ***/
 
 /* Whether a classified group holds legacy records to report; a group kept
@@ -611,8 +662,26 @@ static bool mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 
 /*** Rebuild. ***/
 
+/* Writes \a s->with in place of the saved entry \a s, then its signatures. */
+static int put_subst(knot_pkt_t *pkt, saved_t *s, uint16_t hint)
+{
+	mxf_subst_t *w = s->with;
+	uint16_t flags = s->flags & ~(KNOT_PF_FREE | KNOT_PF_CHECKDUP);
+	free_saved(pkt, s); /* The original goes in any case. */
+	int ret = knot_pkt_put(pkt, hint, &w->rr, flags | (w->owned ? KNOT_PF_FREE : 0));
+	if (ret != KNOT_EOK) {
+		return ret;
+	}
+	w->owned = false; /* The packet frees it now. */
+	if (w->sig != NULL && !knot_rrset_empty(w->sig)) {
+		uint16_t sig_hint = pkt->rr_info[pkt->rrset_count - 1].compress_ptr[KNOT_COMPR_HINT_OWNER];
+		ret = knot_pkt_put(pkt, sig_hint, w->sig, flags);
+	}
+	return ret;
+}
+
 static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
-                   bool drop_tsig)
+                   bool drop_tsig, mxf_subst_t *subst, uint16_t subst_count)
 {
 	uint16_t count = pkt->rrset_count;
 	uint16_t cut = 0;
@@ -645,7 +714,15 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 		saved[i].flags = pkt->rr_info[idx].flags;
 		saved[i].owner_ptr = pkt->rr_info[idx].compress_ptr[KNOT_COMPR_HINT_OWNER];
 		saved[i].act = ACT(act[idx]);
-		if (drop_tsig && saved[i].rr.type == KNOT_RRTYPE_TSIG) {
+		saved[i].written = NOT_WRITTEN;
+		saved[i].with = NULL;
+		for (uint16_t k = 0; saved[i].act == ACT_SUBST && k < subst_count; k++) {
+			if (subst[k].idx == idx) {
+				saved[i].with = &subst[k];
+			}
+		}
+		if ((drop_tsig && saved[i].rr.type == KNOT_RRTYPE_TSIG) ||
+		    (saved[i].act == ACT_SUBST && saved[i].with == NULL)) {
 			saved[i].act = ACT_DROP;
 		}
 		int sec = section_of(pkt, idx);
@@ -671,18 +748,24 @@ static int rebuild(knot_pkt_t *pkt, const mxf_ctx_t *ctx, const uint8_t *act,
 		if (ret != KNOT_EOK) {
 			break;
 		}
-		uint16_t hint = owner_hint(pkt, s->rr.owner, s->owner_ptr, cut_pos);
+		uint16_t hint = tail_owner_hint(pkt, saved, i, cut_pos);
+		uint16_t at = pkt->rrset_count;
 		if (s->act == ACT_REPLACE) {
 			ret = put_replacement(pkt, ctx->policy, s, hint);
 			s->flags &= ~KNOT_PF_FREE; /* Handed over, or freed on error. */
 			if (ret == KNOT_EOK) {
 				ret = mxf_put_rrsig(pkt, ctx, s->flags);
 			}
+		} else if (s->act == ACT_SUBST) {
+			ret = put_subst(pkt, s, hint);
 		} else {
 			ret = knot_pkt_put(pkt, hint, &s->rr, s->flags & ~KNOT_PF_CHECKDUP);
 			if (ret == KNOT_EOK) {
 				s->flags &= ~KNOT_PF_FREE; /* The packet owns it again. */
 			}
+		}
+		if (pkt->rrset_count > at) {
+			s->written = at;
 		}
 		if (ret != KNOT_EOK) {
 			break;
@@ -798,7 +881,7 @@ static int process_all(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
 	int ret = KNOT_EOK;
 	if (change) {
 		bool tsig = mark_dependents(pkt, ctx, act, res);
-		ret = rebuild(pkt, ctx, act, tsig);
+		ret = rebuild(pkt, ctx, act, tsig, NULL, 0);
 		if (ret == KNOT_EOK && tsig) {
 			ret = KNOT_EDENIED; /* The TSIG no longer signs this packet. */
 		}
@@ -840,6 +923,202 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 		return process_last(pkt, ctx, first, res);
 	}
 	return process_all(pkt, ctx, zone_size, first, res);
+}
+
+/*** In place (P1-P3). ***/
+
+/* Size of the flat name at \a d within \a len bytes, or 0. */
+static size_t flat_name_within(const uint8_t *d, size_t len)
+{
+	size_t pos = 0;
+	while (pos < len && d[pos] != 0) {
+		if (d[pos] > KNOT_DNAME_MAXLABELLEN) {
+			return 0;
+		}
+		pos += 1 + d[pos];
+	}
+	return (pos < len && pos + 1 <= KNOT_DNAME_MAXLEN) ? pos + 1 : 0;
+}
+
+/* P2: the names in two rdata of \a type of equal length are the same bytes. */
+static bool names_equal(uint16_t type, const knot_rdata_t *a, const knot_rdata_t *b)
+{
+	const knot_rdata_descriptor_t *desc = knot_get_rdata_descriptor(type);
+	size_t pos = 0;
+	for (int i = 0; desc->block_types[i] != KNOT_RDATA_WF_END; i++) {
+		int block = desc->block_types[i];
+		if (block > 0) {
+			pos += block;
+		} else if (block == KNOT_RDATA_WF_REMAINDER) {
+			return true;
+		} else if (block == KNOT_RDATA_WF_FIXED_DNAME ||
+		           block == KNOT_RDATA_WF_COMPRESSIBLE_DNAME ||
+		           block == KNOT_RDATA_WF_DECOMPRESSIBLE_DNAME) {
+			size_t n = (pos < a->len) ? flat_name_within(a->data + pos, a->len - pos) : 0;
+			if (n == 0 || memcmp(a->data + pos, b->data + pos, n) != 0) {
+				return false;
+			}
+			pos += n;
+		} else {
+			return false; /* NAPTR: not worth it. */
+		}
+		if (pos > a->len) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Position after the (possibly compressed) name at \a pos, or 0. */
+static size_t wire_skip_name(const knot_pkt_t *pkt, size_t pos)
+{
+	while (pos < pkt->size) {
+		uint8_t lab = pkt->wire[pos];
+		if ((lab & 0xC0) == 0xC0) {
+			return (pos + 2 <= pkt->size) ? pos + 2 : 0;
+		} else if (lab & 0xC0) {
+			return 0;
+		} else if (lab == 0) {
+			return pos + 1;
+		}
+		pos += 1 + lab;
+	}
+	return 0;
+}
+
+/* The TTL knot_pkt_put() writes for record \a rd of \a rr. */
+static uint32_t wire_ttl(const knot_rrset_t *rr, const knot_rdata_t *rd, uint16_t flags)
+{
+	if ((flags & KNOT_PF_ORIGTTL) && rr->type == KNOT_RRTYPE_RRSIG) {
+		return knot_rrsig_original_ttl(rd);
+	} else if ((flags & KNOT_PF_SOAMINTTL) && rr->type == KNOT_RRTYPE_SOA) {
+		return knot_soa_minimum(rd);
+	}
+	return rr->ttl;
+}
+
+/* P1, P2 for one replacement: where each record's TTL field starts, or
+ * false. */
+static bool fits_in_place(const knot_pkt_t *pkt, const mxf_subst_t *w, size_t *ttl_pos)
+{
+	const knot_rrset_t *orig = &pkt->rr[w->idx];
+	const knot_rrset_t *rep = &w->rr;
+	if (w->sig != NULL || rep->type != orig->type || rep->rclass != orig->rclass ||
+	    rep->rrs.count != orig->rrs.count || rep->rrs.count == 0 ||
+	    rep->rrs.count > MXF_INPLACE_RECORDS || !mxf_dname_equal(rep->owner, orig->owner)) {
+		return false;
+	}
+	size_t pos = pkt->rr_info[w->idx].pos;
+	const knot_rdata_t *a = orig->rrs.rdata, *b = rep->rrs.rdata;
+	for (uint16_t k = 0; k < orig->rrs.count; k++, a = rd_next(a), b = rd_next(b)) {
+		pos = wire_skip_name(pkt, pos);
+		if (pos == 0 || pos + 10 > pkt->size) {
+			return false;
+		}
+		ttl_pos[k] = pos + 4;
+		uint16_t rdlen = knot_wire_read_u16(pkt->wire + pos + 8);
+		pos += 10;
+		if (rdlen != a->len || a->len != b->len || pos + rdlen > pkt->size ||
+		    knot_wire_read_u16(pkt->wire + pos - 10) != orig->type ||
+		    memcmp(pkt->wire + pos, a->data, rdlen) != 0 ||
+		    !names_equal(orig->type, a, b)) {
+			return false;
+		}
+		pos += rdlen;
+	}
+	return true;
+}
+
+/* P3: the wire and rr[] take the replacement. */
+static void put_in_place(knot_pkt_t *pkt, mxf_subst_t *w, const size_t *ttl_pos)
+{
+	knot_rrinfo_t *info = &pkt->rr_info[w->idx];
+	const knot_rdata_t *b = w->rr.rrs.rdata;
+	for (uint16_t k = 0; k < w->rr.rrs.count; k++, b = rd_next(b)) {
+		knot_wire_write_u32(pkt->wire + ttl_pos[k], wire_ttl(&w->rr, b, info->flags));
+		memcpy(pkt->wire + ttl_pos[k] + 6, b->data, b->len);
+	}
+	if (info->flags & KNOT_PF_FREE) {
+		knot_rrset_clear(&pkt->rr[w->idx], &pkt->mm);
+	}
+	pkt->rr[w->idx] = w->rr;
+	info->flags = (info->flags & ~KNOT_PF_FREE) | (w->owned ? KNOT_PF_FREE : 0);
+	w->owned = false;
+}
+
+/* Frees the substitutes still owned by the caller's array (I5). */
+static void subst_release(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count)
+{
+	for (uint16_t k = 0; k < count; k++) {
+		if (subst[k].owned) {
+			knot_rrset_clear(&subst[k].rr, &pkt->mm);
+			subst[k].owned = false;
+		}
+	}
+}
+
+int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
+                    bool rebuild_only)
+{
+	if (pkt == NULL || (subst == NULL && count > 0)) {
+		return KNOT_EINVAL;
+	}
+	uint16_t first = UINT16_MAX;
+	for (uint16_t k = 0; k < count; k++) {
+		if (subst[k].idx >= pkt->rrset_count) {
+			subst_release(pkt, subst, count);
+			return KNOT_EINVAL;
+		}
+		first = (subst[k].idx < first) ? subst[k].idx : first;
+	}
+	/* A TSIG after the first change would no longer sign the packet. */
+	for (uint16_t i = first; i < pkt->rrset_count; i++) {
+		if (pkt->rr[i].type == KNOT_RRTYPE_TSIG) {
+			subst_release(pkt, subst, count);
+			return KNOT_EDENIED;
+		}
+	}
+	if (count == 0) {
+		return KNOT_EOK;
+	}
+
+	/* Same sizes everywhere: patch the wire, no rebuild (P1-P3). */
+	size_t ttl_pos[MXF_INPLACE_MAX][MXF_INPLACE_RECORDS];
+	bool in_place = !rebuild_only && count <= MXF_INPLACE_MAX;
+	for (uint16_t k = 0; in_place && k < count; k++) {
+		in_place = !knot_rrset_empty(&subst[k].rr) &&
+		           fits_in_place(pkt, &subst[k], ttl_pos[k]);
+		for (uint16_t j = 0; in_place && j < k; j++) {
+			in_place = subst[j].idx != subst[k].idx;
+		}
+	}
+	if (in_place) {
+		for (uint16_t k = 0; k < count; k++) {
+			put_in_place(pkt, &subst[k], ttl_pos[k]);
+		}
+		return KNOT_EOK;
+	}
+
+	uint8_t act_stack[STACK_ENTRIES];
+	uint8_t *act = act_stack;
+	if (pkt->rrset_count > STACK_ENTRIES) {
+		act = pkt_alloc(pkt, pkt->rrset_count);
+		if (act == NULL) {
+			subst_release(pkt, subst, count);
+			return KNOT_ENOMEM;
+		}
+	}
+	memset(act, ACT_KEEP, pkt->rrset_count);
+	for (uint16_t k = 0; k < count; k++) {
+		act[subst[k].idx] = knot_rrset_empty(&subst[k].rr) ? ACT_DROP : ACT_SUBST;
+	}
+
+	int ret = rebuild(pkt, NULL, act, false, subst, count);
+	subst_release(pkt, subst, count);
+	if (act != act_stack) {
+		pkt_free(pkt, act);
+	}
+	return ret;
 }
 
 bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)

@@ -34,12 +34,19 @@ typedef struct entry {
 	struct rcu_head rcu;
 	uint64_t gen;          /* Identity of the zone's SOA signatures. */
 	uint32_t ttl;
+	uint16_t type;
+	knot_rdataset_t data;  /* The signed rdata (the apex NSEC's changes with
+	                          the zone; the MX set's is the policy's). */
 	knot_rdataset_t rrsig;
 	knot_dname_t owner[];  /* Lower-case. */
 } entry_t;
 
+/* The slot after the MX slots holds the one other RRset a zone signs: its
+ * apex NSEC or NSEC3 (engine/denial.c), so it never evicts an MX entry. */
+#define DENIAL_SLOT	MXF_SIGNER_SLOTS
+
 struct mxf_signer {
-	entry_t *slots[MXF_SIGNER_SLOTS]; /* RCU-protected. */
+	entry_t *slots[MXF_SIGNER_SLOTS + 1]; /* RCU-protected. */
 	pthread_mutex_t lock;             /* Misses: signing, key loading. */
 	dnssec_keystore_t *keystore;
 	loaded_key_t keys[MAX_KEYS];
@@ -276,6 +283,7 @@ static void entry_free(entry_t *e)
 {
 	if (e != NULL) {
 		knot_rdataset_clear(&e->rrsig, NULL);
+		knot_rdataset_clear(&e->data, NULL);
 		free(e);
 	}
 }
@@ -309,6 +317,12 @@ static entry_t *entry_make(mxf_signer_t *s, const knot_rrset_t *set,
 	memcpy(e->owner, owner, owner_len);
 	e->gen = gen;
 	e->ttl = set->ttl;
+	e->type = set->type;
+	*ret = knot_rdataset_copy(&e->data, &set->rrs, NULL);
+	if (*ret != KNOT_EOK) {
+		entry_free(e);
+		return NULL;
+	}
 
 	*ret = KNOT_ENOENT;
 	const knot_rdata_t *rd = zk->rrsig->rdata;
@@ -369,7 +383,7 @@ void mxf_signer_free(mxf_signer_t *s)
 	if (atomic_load(&pending_frees) > 0) {
 		rcu_barrier();
 	}
-	for (size_t i = 0; i < MXF_SIGNER_SLOTS; i++) {
+	for (size_t i = 0; i <= MXF_SIGNER_SLOTS; i++) {
 		entry_free(s->slots[i]);
 	}
 	for (size_t i = 0; i < s->key_count; i++) {
@@ -403,11 +417,13 @@ static size_t slot_of(const knot_dname_t *owner, uint32_t ttl)
 	return (size_t)(h ^ (h >> 29)) % MXF_SIGNER_SLOTS;
 }
 
-static bool entry_fits(const entry_t *e, const knot_dname_t *owner, uint32_t ttl,
-                       uint64_t gen)
+static bool entry_fits(const entry_t *e, const knot_rrset_t *set,
+                       const knot_dname_t *owner, uint64_t gen)
 {
-	return e != NULL && e->gen == gen && e->ttl == ttl &&
-	       knot_dname_is_case_equal(e->owner, owner);
+	return e != NULL && e->gen == gen && e->ttl == set->ttl && e->type == set->type &&
+	       e->data.count == set->rrs.count && e->data.size == set->rrs.size &&
+	       knot_dname_is_case_equal(e->owner, owner) &&
+	       (e->data.size == 0 || memcmp(e->data.rdata, set->rrs.rdata, e->data.size) == 0);
 }
 
 int mxf_signer_sign(mxf_signer_t *s, const knot_rrset_t *set,
@@ -422,10 +438,10 @@ int mxf_signer_sign(mxf_signer_t *s, const knot_rrset_t *set,
 	}
 
 	uint64_t gen = zone_generation(zk->rrsig);
-	size_t idx = slot_of(set->owner, set->ttl);
+	size_t idx = (set->type == KNOT_RRTYPE_MX) ? slot_of(set->owner, set->ttl) : DENIAL_SLOT;
 
 	entry_t *e = rcu_dereference(s->slots[idx]);
-	if (!entry_fits(e, set->owner, set->ttl, gen)) {
+	if (!entry_fits(e, set, set->owner, gen)) {
 		/* Miss: sign under the lock, publish, retire the old entry. */
 		knot_dname_storage_t owner;
 		if (knot_dname_store(owner, set->owner) == 0) {
@@ -436,7 +452,7 @@ int mxf_signer_sign(mxf_signer_t *s, const knot_rrset_t *set,
 		int ret = KNOT_EOK;
 		pthread_mutex_lock(&s->lock);
 		e = s->slots[idx];
-		if (!entry_fits(e, owner, set->ttl, gen)) {
+		if (!entry_fits(e, set, owner, gen)) {
 			e = entry_make(s, set, owner, zk, gen, &ret);
 			if (e != NULL) {
 				entry_t *old = rcu_xchg_pointer(&s->slots[idx], e);

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <libknot/libknot.h>
+
 /* Wire size of a flat (uncompressed) name. */
 static inline size_t mxf_flat_name_size(const uint8_t *name)
 {
@@ -67,4 +69,15 @@ static inline bool mxf_wire_case_equal(const uint8_t *a, const uint8_t *lower, s
 		}
 	}
 	return true;
+}
+
+/* Whether two flat names are equal ignoring ASCII case: one memcmp when
+ * they are the same bytes (a name and its copy), libknot otherwise. */
+static inline bool mxf_dname_equal(const uint8_t *a, const uint8_t *b)
+{
+	size_t n = mxf_flat_name_size(a);
+	if (n != mxf_flat_name_size(b)) {
+		return false;
+	}
+	return memcmp(a, b, n) == 0 || knot_dname_is_case_equal(a, b);
 }

@@ -175,6 +175,47 @@ static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t
  */
 int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res);
 
+/*! One packet entry to replace, for mxf_pkt_replace(). */
+typedef struct {
+	uint16_t idx;             /*!< Index of the entry in pkt->rr[]. */
+	knot_rrset_t rr;          /*!< Written in its place; an empty RRset
+	                               (knot_rrset_init_empty()) drops the entry. */
+	bool owned;               /*!< rr (owner and rdata) was allocated from the
+	                               packet's memory context and is handed over:
+	                               freed with the packet once written, freed
+	                               by the call otherwise. */
+	const knot_rrset_t *sig;  /*!< Optional: written right after rr (its
+	                               RRSIGs), memory owned by the caller. */
+} mxf_subst_t;
+
+/*!
+ * \brief Replaces or drops whole entries of a response packet.
+ *
+ * The same rebuild as mxf_process() (invariants I1-I8 of rewrite.c): the
+ * packet is cut back to the first entry in \a subst and everything from
+ * there is written again in its original order, each listed entry as its
+ * replacement (with the entry's write flags, KNOT_PF_FREE as \a owned
+ * says). Works at any stage of construction; every later section is begun
+ * again up to the current one. When every replacement has the wire size of
+ * its entry (same owner, type, record count and rdata lengths, the same
+ * names inside) and the entries were written verbatim, the wire is patched
+ * in place instead (P1-P3 of rewrite.c), with the same result.
+ *
+ * \param rebuild_only  Tests: always rebuild.
+ *
+ * \retval KNOT_EOK     Done.
+ * \retval KNOT_EDENIED A TSIG follows the first change (nothing changed).
+ * \retval KNOT_ESPACE  The rebuilt packet does not fit (TC set unless the
+ *                      entries were written with KNOT_PF_NOTRUNC).
+ * \retval <0           Other error.
+ *
+ * On error the packet ends at the last RRset written: an entry listed here
+ * is never written back in its original form. Owned replacements are
+ * consumed whatever the outcome.
+ */
+int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
+                    bool rebuild_only);
+
 /*!
  * \brief Whether \a pkt still holds an MX RRset that the policy would replace.
  *

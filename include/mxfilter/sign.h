@@ -16,8 +16,9 @@
  * re-signs the zone or rolls a key, the SOA signature changes and the next
  * enforced answer is signed anew.
  *
- * Signed RRsets are cached per owner and TTL in a small direct-mapped table
- * per zone (MXF_SIGNER_SLOTS entries): lookups are lock-free under RCU (the
+ * Signed RRsets are cached per owner, type, TTL and rdata in a small
+ * direct-mapped table per zone (MXF_SIGNER_SLOTS entries for MX, one more for
+ * the zone's apex NSEC/NSEC3): lookups are lock-free under RCU (the
  * liburcu flavour knotd links; knotd answers queries inside
  * rcu_read_lock()), misses sign under the signer's mutex and retire the
  * replaced entry with call_rcu().
@@ -30,7 +31,8 @@
 
 #include <libknot/libknot.h>
 
-/*! Cached signed RRsets per zone (memory bound: slots x one RRSIG set). */
+/*! Cached signed MX RRsets per zone (memory bound: slots + 1 for the apex
+ *  denial record, x one RRSIG set and the signed rdata). */
 #define MXF_SIGNER_SLOTS	64
 
 typedef struct mxf_signer mxf_signer_t;
@@ -57,7 +59,8 @@ void mxf_signer_free(mxf_signer_t *signer);
 bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig);
 
 /*!
- * \brief Gets the RRSIGs of \a set (an MX RRset owned in the zone).
+ * \brief Gets the RRSIGs of \a set: an enforced MX RRset owned in the zone,
+ *        or the zone's apex NSEC/NSEC3 record listing MX.
  *
  * Must be called inside an RCU read-side critical section; \a rrsig points
  * to cached memory that stays valid until that section ends. The RRSIG

@@ -12,6 +12,14 @@ same length (knotd's own lookup cost depends on the names):
 Every query is MX with the DO bit, EDNS payload 1232, over UDP (dnsperf
 reads prebuilt wire queries, -B: its -D would ask for 4096).
 
+The same knotd serves two more zones without MX at the apex, for the
+denial records (docs/dnssec.md): nomx.test (NSEC) and nomx3.test (NSEC3),
+enrolled, whose apex NSEC/NSEC3 the module edits to list MX and signs (once
+per zone signature state, then cached); the baseline is the same zones in a
+knotd where they are not enrolled (same names, so the same proofs, also
+with NSEC3). Their cases are NODATA (AAAA at the apex) and NXDOMAIN (A at
+nx.ZONE), with DO.
+
 0. Checks every reply once before measuring (kdig +dnssec: NOERROR, the
    filtering set, one RRSIG MX whose signer, algorithm, key tag and validity
    follow the zone's SOA signature; delv validates the enforced answers when
@@ -26,6 +34,9 @@ reads prebuilt wire queries, -B: its -D would ask for 4096).
    queries; divided by N. Then the cost of a cache miss: a run whose warm-up
    leaves the cache empty, one dump (callgrind_control -d) per query:
    first apex (key load + signing), first sub (signing), apex again (hit).
+3. Instructions per NODATA / NXDOMAIN answer as in 2., enrolled zone vs the
+   same zone without the module, NSEC and NSEC3 (--no-denial skips them,
+   --denial-only runs nothing else).
 
 Prints figures, never fails on them: exit 0 when the measurements ran, 77
 (skipped) without knotd, dnsperf or the module, 1 if the setup is broken
@@ -34,7 +45,7 @@ with an error in a callgrind run, ...).
 
     MXFILTER_SO=BUILD/module/mxfilter.so python3 tests/bench/signed.py
         [--rounds 4] [--seconds 5] [--queries 3000] [--rate 1500]
-        [--no-qps] [--no-callgrind] [--keep]
+        [--no-qps] [--no-callgrind] [--no-denial | --denial-only] [--keep]
 """
 
 import argparse
@@ -64,13 +75,30 @@ assert len(ENFORCED) == len(COMPLIANT)
 BUFSIZE = 1232
 SIGNED = {"dnssec-signing": "on"}
 
+# Zones without MX at the apex, enrolled or not (denial_module).
+DENIAL = {"nsec": "nomx.test", "nsec3": "nomx3.test"}
+NSEC3_POLICY = """policy:
+  - id: bench-nsec3
+    nsec3: on
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
+"""
+NOMX_BODY = "@ A 192.0.2.1\nwww A 192.0.2.80\nmailgate A 192.0.2.25\n"
 
-def zones():
+
+def zones(denial_module=True):
     legacy = srv.BODY.format(apex=srv.LEGACY_APEX, sub=srv.LEGACY_SUB)
     compliant = srv.BODY.format(apex=srv.FILTER.format(owner="@"),
                                 sub=srv.FILTER.format(owner="sub"))
-    return [kh.Zone(ENFORCED, legacy, module="mod-mxfilter", extra=dict(SIGNED)),
-            kh.Zone(COMPLIANT, compliant, extra=dict(SIGNED))]
+    out = [kh.Zone(ENFORCED, legacy, module="mod-mxfilter", extra=dict(SIGNED)),
+           kh.Zone(COMPLIANT, compliant, extra=dict(SIGNED))]
+    for flavour, zone in sorted(DENIAL.items()):
+        extra = dict(SIGNED)
+        if flavour == "nsec3":
+            extra["dnssec-policy"] = "bench-nsec3"
+        out.append(kh.Zone(zone, NOMX_BODY, extra=extra,
+                           module="mod-mxfilter" if denial_module else None))
+    return out
 
 
 # Query cases: name -> qnames (MX, DO, EDNS 1232), cycled through.
@@ -87,12 +115,24 @@ COMPARISONS = [("apex enforced / compliant", "enforced-apex", "compliant-apex"),
                ("sub  enforced / compliant", "enforced-sub", "compliant-sub")]
 QPS_PAIR = ("enforced-mix", "compliant-mix")
 
+# Denial cases: name -> (qname, qtype, rcode, enrolled), with DO.
+DENIAL_CASES = {}
+DENIAL_COMPARISONS = []
+for _fl, _zone in sorted(DENIAL.items()):
+    for _kind, _q, _t, _rc in (("nodata", "", "AAAA", "NOERROR"),
+                               ("nxdomain", "nx.", "A", "NXDOMAIN")):
+        DENIAL_CASES["%s-%s-enrolled" % (_fl, _kind)] = (_q + _zone, _t, _rc, True)
+        DENIAL_CASES["%s-%s-plain" % (_fl, _kind)] = (_q + _zone, _t, _rc, False)
+        DENIAL_COMPARISONS.append(("%-5s %-8s enrolled / plain" % (_fl, _kind),
+                                   "%s-%s-enrolled" % (_fl, _kind),
+                                   "%s-%s-plain" % (_fl, _kind)))
 
-def wire_mx_do(qname):
-    """One MX query with EDNS payload BUFSIZE and DO, in dnsperf's -B
-    format (2-byte length, then the message; dnsperf sets the IDs)."""
+
+def wire_do(qname, qtype="MX"):
+    """One query with EDNS payload BUFSIZE and DO, in dnsperf's -B format
+    (2-byte length, then the message; dnsperf sets the IDs)."""
     msg = struct.pack("!6H", 0, 0, 1, 0, 0, 1) + kh._qname_wire(qname)
-    msg += struct.pack("!HH", kh.TYPES["MX"], 1)
+    msg += struct.pack("!HH", kh.TYPES[qtype], 1)
     msg += b"\0" + struct.pack("!HHIH", kh.TYPES["OPT"], BUFSIZE, 0x8000, 0)
     return struct.pack("!H", len(msg)) + msg
 
@@ -100,22 +140,25 @@ def wire_mx_do(qname):
 def query_file(directory, case, lines):
     path = os.path.join(directory, "%s.%d.bin" % (case, lines))
     if not os.path.exists(path):
-        names = CASES[case]
+        if case in DENIAL_CASES:
+            names, qtype = [DENIAL_CASES[case][0]], DENIAL_CASES[case][1]
+        else:
+            names, qtype = CASES[case], "MX"
         with open(path, "wb") as f:
             for i in range(lines):
-                f.write(wire_mx_do(names[i % len(names)]))
+                f.write(wire_do(names[i % len(names)], qtype))
     return path
 
 
-def dnsperf(port, datafile, extra, timeout):
-    """server.py's dnsperf on a -B file; raise if any answer is not NOERROR
+def dnsperf(port, datafile, extra, timeout, rcode="NOERROR"):
+    """server.py's dnsperf on a -B file; raise if any answer is not RCODE
     (signing failures answer SERVFAIL)."""
     res = srv.dnsperf(port, datafile, ["-B"] + extra, timeout)
     m = re.search(r"Response codes:\s+(.*)", res["text"])
     codes = re.findall(r"([A-Z]+) \d+", m.group(1)) if m else []
-    if res["completed"] and codes != ["NOERROR"]:
-        raise RuntimeError("dnsperf got answers other than NOERROR: %s"
-                           % (m.group(0) if m else res["text"][-1500:]))
+    if res["completed"] and codes != [rcode]:
+        raise RuntimeError("dnsperf got answers other than %s: %s"
+                           % (rcode, m.group(0) if m else res["text"][-1500:]))
     return res
 
 
@@ -212,6 +255,53 @@ def check_answers(k):
     return lines
 
 
+def apex_denial(records):
+    """The apex's NSEC / NSEC3 of the apex hash (the records listing SOA)
+    in kdig text form: [(owner, types)]."""
+    out = []
+    for r in records:
+        if r[2] in ("NSEC", "NSEC3"):
+            types = r[3].split()[1 if r[2] == "NSEC" else 5:]
+            if "SOA" in types:
+                out.append((r[0], types))
+    return out
+
+
+def check_denial(k, enrolled_zones=True):
+    """kdig +dnssec +bufsize=1232 on every denial case of K (whose denial
+    zones are enrolled or not): the rcode, not truncated, the apex's record
+    listing MX exactly when enrolled; delv (when installed) validates the
+    enrolled answers."""
+    lines = []
+    delv = shutil.which("delv")
+    anchors = {}
+    for case, (qname, qtype, rcode, enrolled) in sorted(DENIAL_CASES.items()):
+        if enrolled != enrolled_zones:
+            continue
+        r = k.kdig(qname, qtype, do=True, bufsize=BUFSIZE)
+        apex = apex_denial(r.authority)
+        if (r.rcode, r.tc) != (rcode, False) or len(apex) != 1 or \
+                ("MX" in apex[0][1]) != enrolled:
+            raise RuntimeError("%s %s +dnssec: want %s, the apex's record %s MX:\n%s" % (
+                qname, qtype, rcode, "with" if enrolled else "without", r.text()))
+        w = k.wire(qname, qtype, do=True, bufsize=BUFSIZE, timeout=30)
+        if w.rcode != rcode or w.tc:
+            raise RuntimeError("%s %s +dnssec (wire): %r" % (qname, qtype, w))
+        line = "%-20s %-4s %s, apex %s %s MX" % (qname, qtype, rcode, apex[0][0].split(".")[0][:8],
+                                                  "with" if enrolled else "without")
+        if delv and enrolled:
+            zone = qname.split(".", 1)[1] if qname.startswith("nx.") else qname
+            if zone not in anchors:
+                anchors[zone] = k.trust_anchor(zone)
+            rc, o, e = kh.run([delv, "@127.0.0.1", "-p", str(k.port), "-a", anchors[zone],
+                               "+root=" + zone, qname, qtype], timeout=30)
+            if "fully validated" not in o + e:
+                raise RuntimeError("delv does not validate %s %s:\n%s" % (qname, qtype, o + e))
+            line += ", delv: fully validated"
+        lines.append(line)
+    return lines
+
+
 # ----------------------------------------------------------------------------
 # 1. Throughput
 
@@ -225,7 +315,7 @@ def qps_rounds(args, tmp):
     out("== throughput: dnsperf UDP, MX + DO, EDNS %d, apex/sub mix, %d interleaved "
         "rounds x %g s per side (noisy: +-4%% between identical rounds) ==" % (
             BUFSIZE, args.rounds, args.seconds))
-    k = kh.Knotd(zones(), log_level="info")
+    k = kh.Knotd(zones(), log_level="info", extra_conf=NSEC3_POLICY)
     k.start()
     try:
         # The very first DO answers of enforced.test: signature cache misses
@@ -237,7 +327,7 @@ def qps_rounds(args, tmp):
             if problem:
                 raise RuntimeError("first answer: " + problem)
             cold[qname] = us
-        for line in check_answers(k):
+        for line in check_answers(k) + check_denial(k):
             out("  check: " + line)
         warm = {}
         for qname in CASES["enforced-mix"] + CASES["compliant-mix"]:
@@ -289,9 +379,10 @@ def qps_rounds(args, tmp):
 class CallgrindKnotd(srv.CallgrindKnotd):
     """server.py's knotd under callgrind, serving the two signed zones."""
 
-    def __init__(self, out_file, tmp, **kw):
+    def __init__(self, out_file, tmp, denial_module=True, **kw):
         super().__init__(out_file, tmp, **kw)
-        self.zones = zones()
+        self.zones = zones(denial_module)
+        self.extra_conf = (self.extra_conf + "\n" if self.extra_conf else "") + NSEC3_POLICY
 
 
 def warm_up(k, fill_cache):
@@ -305,13 +396,18 @@ def warm_up(k, fill_cache):
         r = k.wire(qname, "MX", do=do, bufsize=BUFSIZE, timeout=60)
         if r.rcode != "NOERROR" or r.mx() != kh.FILTER_SET:
             raise RuntimeError("warm-up %s MX do=%s: %r" % (qname, do, r))
+    # The denial records' signatures (one per enrolled zone) as well.
+    for case, (qname, qtype, rcode, _) in sorted(DENIAL_CASES.items()):
+        r = k.wire(qname, qtype, do=fill_cache, bufsize=BUFSIZE, timeout=60)
+        if r.rcode != rcode:
+            raise RuntimeError("warm-up %s %s: %r" % (qname, qtype, r))
 
 
 def callgrind_run(case, n, tmp, rate):
     """Total instructions of one knotd life: warm-up, zero, N queries of
     CASE (None: idle as long as the queries would take)."""
     cg = os.path.join(tmp, "callgrind.%s.out" % (case or "zero"))
-    k = CallgrindKnotd(cg, tmp)
+    k = CallgrindKnotd(cg, tmp, denial_module=DENIAL_CASES.get(case, (0, 0, 0, True))[3])
     t0 = time.monotonic()
     k.start()
     started = time.monotonic() - t0
@@ -324,7 +420,8 @@ def callgrind_run(case, n, tmp, rate):
         else:
             res = dnsperf(k.port, query_file(tmp, case, n),
                           ["-n", "1", "-Q", str(rate), "-c", "1", "-q", "20", "-t", "30"],
-                          timeout=n / rate * 4 + 120)
+                          timeout=n / rate * 4 + 120,
+                          rcode=DENIAL_CASES[case][2] if case in DENIAL_CASES else "NOERROR")
             lost = int(res["lost"] or 0)
             lost = max(lost, n - int(res["completed"] or 0))
     finally:
@@ -367,11 +464,62 @@ def callgrind_miss(tmp, idle):
     return rows
 
 
+def callgrind_denial(args, tmp, zero):
+    """3. Instructions per NODATA / NXDOMAIN answer with DO, enrolled zone
+    vs the same zone without the module (ZERO: a run without queries)."""
+    n = args.queries
+    for enrolled in (True, False):
+        k = kh.Knotd(zones(enrolled), log_level="info", extra_conf=NSEC3_POLICY)
+        k.start()
+        try:
+            for line in check_denial(k, enrolled):
+                out("  check: " + line)
+        finally:
+            k.stop(check=False)
+    out("== denial records: knotd under callgrind, DO, EDNS %d, %d queries per run at "
+        "%d QPS, minus a run without queries ==" % (BUFSIZE, n, args.rate))
+    runs = {}
+    ok = True
+    for case in sorted(DENIAL_CASES):
+        r = callgrind_run(case, n, tmp, args.rate)
+        runs[case] = r
+        out("  %-24s totals %14d  lost %d  (started in %.0f s)" % (
+            case, r["ir"], r["lost"], r["start_s"]))
+        ok = ok and not r["lost"]
+    per = {c: (runs[c]["ir"] - zero) / n for c in runs}
+    out()
+    out("%-26s %-22s %-5s %12s" % ("case (DO, UDP)", "query", "", "instr/query"))
+    for c in sorted(DENIAL_CASES):
+        qname, qtype = DENIAL_CASES[c][:2]
+        out("%-26s %-22s %-5s %12.0f" % (c, qname, qtype, per[c]))
+    out()
+    out("%-32s %10s %10s %8s %8s" % ("comparison", "enrolled", "plain", "ratio", "extra"))
+    for label, case, base in DENIAL_COMPARISONS:
+        out("%-32s %10.0f %10.0f %8.3f %+8.0f" % (label, per[case], per[base],
+                                                 per[case] / per[base] if per[base] else
+                                                 float("nan"), per[case] - per[base]))
+    out()
+    for case in ("nsec-nodata-enrolled", "nsec3-nxdomain-enrolled"):
+        incl = srv.annotate(runs[case]["file"], True)
+        self_ = dict((f, ir) for ir, f, o in srv.annotate(runs[case]["file"], False))
+        if incl:
+            out("-- %s: mxfilter.so functions, instructions per query (inclusive / self) --"
+                % case)
+            for ir, func, obj in sorted(incl, reverse=True)[:args.top]:
+                out("  %9.1f %9.1f  %s (%s)" % (ir / n, self_.get(func, 0) / n, func, obj))
+    out()
+    return ok
+
+
 def callgrind_all(args, tmp):
     if srv.VALGRIND is None or srv.CALLGRIND_CONTROL is None:
         out("(valgrind not installed: no instruction counts)")
         return True
     n = args.queries
+    if args.denial_only:
+        zero = callgrind_run(None, n, tmp, args.rate)
+        out("  %-24s totals %14d" % ("zero", zero["ir"]))
+        return callgrind_denial(args, tmp, zero["ir"])
     out("== instructions per query: knotd under callgrind, MX + DO, %d queries per run "
         "at %d QPS, minus a run without queries ==" % (n, args.rate))
     runs = {}
@@ -437,6 +585,8 @@ def callgrind_all(args, tmp):
         for ir, func, obj in sorted(incl, reverse=True)[:args.top]:
             out("  %10d  %s (%s)" % (ir, func, obj))
     out()
+    if not args.no_denial:
+        ok = callgrind_denial(args, tmp, zero) and ok
     return ok
 
 
@@ -449,12 +599,20 @@ def main():
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--no-qps", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--no-denial", action="store_true",
+                    help="no NODATA/NXDOMAIN cases (denial records)")
+    ap.add_argument("--denial-only", action="store_true",
+                    help="only the NODATA/NXDOMAIN cases (implies --no-qps)")
     ap.add_argument("--keep", action="store_true", help="keep callgrind files")
     args = ap.parse_args()
     if not (1 <= args.rounds <= 20 and 0.5 <= args.seconds <= 60 and
             100 <= args.queries <= 100000 and 100 <= args.rate <= 100000 and
             1 <= args.top <= 100):
         ap.error("value out of range")
+    if args.denial_only and args.no_denial:
+        ap.error("--denial-only and --no-denial exclude each other")
+    if args.denial_only:
+        args.no_qps = True
 
     if kh.module_so() is None:
         out("skip: MXFILTER_SO not set or missing")

@@ -531,6 +531,118 @@ def wire_query(port, name, rtype, tcp=False, edns=True, bufsize=1232,
 
 
 # ----------------------------------------------------------------------------
+# A validating resolver
+
+UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
+
+
+class Unbound:
+    """Debian's unbound in the foreground on a free port of 127.0.0.1: a
+    validating resolver with a stub zone to KNOTD for each of ZONES and
+    their current KSKs as trust anchors, a cache of its own (a new instance
+    starts empty). OPTIONS: more `server:` items, e.g.
+    {"aggressive-nsec": "no"}. Queried with kdig (+json, RD set, as an MTA's
+    stub resolver would); stopped on exit like knotd."""
+
+    START_TIMEOUT = 20.0
+
+    def __init__(self, knotd, zones, options=None):
+        self.knotd = knotd
+        self.zones = [z.rstrip(".") for z in zones]
+        self.options = dict(options or {})
+        self.proc = None
+        self.dir = None
+        self.port = None
+
+    @staticmethod
+    def available():
+        return os.path.exists(UNBOUND)
+
+    def render_conf(self):
+        server = {
+            "verbosity": 1, "interface": "127.0.0.1", "port": self.port,
+            "do-ip6": "no", "do-daemonize": "no", "use-syslog": "no",
+            "logfile": '"%s"' % os.path.join(self.dir, "unbound.log"),
+            "username": '""', "chroot": '""', "pidfile": '""',
+            "directory": '"%s"' % self.dir,
+            "do-not-query-localhost": "no", "module-config": '"validator iterator"',
+            "aggressive-nsec": "yes", "val-log-level": 2, "num-threads": 1,
+        }
+        server.update(self.options)
+        lines = ["server:"] + ["    %s: %s" % kv for kv in server.items()]
+        for z in self.zones:
+            # The zone's KSKs, and the special-use TLD unbound serves itself.
+            for k in self.knotd.ksks(z):
+                lines.append('    trust-anchor: "%s. DNSKEY %s"' % (z, k))
+            tld = z.rsplit(".", 1)[-1]
+            if 'local-zone: "%s." nodefault' % tld not in "\n".join(lines):
+                lines.append('    local-zone: "%s." nodefault' % tld)
+        lines += ["remote-control:", "    control-enable: no"]
+        for z in self.zones:
+            lines += ["stub-zone:", '    name: "%s."' % z,
+                      "    stub-addr: 127.0.0.1@%d" % self.knotd.port]
+        return "\n".join(lines) + "\n"
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self.stop()
+        return False
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="mxf-unbound-")
+        conf = os.path.join(self.dir, "unbound.conf")
+        for _ in range(3):
+            self.port = free_port()
+            with open(conf, "w") as f:
+                f.write(self.render_conf())
+            err = open(os.path.join(self.dir, "unbound.stderr"), "a")
+            self.proc = subprocess.Popen([UNBOUND, "-d", "-c", conf], stdout=err,
+                                         stderr=err, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_pdeathsig)
+            err.close()
+            _RUNNING.add(self)
+            deadline = time.monotonic() + self.START_TIMEOUT
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    # Any answer will do: unbound is listening.
+                    wire_query(self.port, "localhost.", "A", timeout=0.5)
+                    return self
+                except (OSError, ValueError):
+                    time.sleep(0.05)
+            self.stop(keep_dir=True)
+        raise RuntimeError("unbound did not start:\n%s\n%s" % (
+            self.log_text()[-3000:], Knotd._read(os.path.join(self.dir, "unbound.stderr"))))
+
+    def stop(self, check=False, keep_dir=False):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+            self.proc = None
+        _RUNNING.discard(self)
+        if not keep_dir and self.dir:
+            if os.environ.get("MXFILTER_KEEP"):
+                sys.stderr.write("kept %s\n" % self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def log_text(self):
+        return Knotd._read(os.path.join(self.dir, "unbound.log")) if self.dir else ""
+
+    def kdig(self, *args, **kw):
+        """Knotd.kdig against the resolver (it only needs self.port)."""
+        return Knotd.kdig(self, *args, **kw)
+
+
+# ----------------------------------------------------------------------------
 # The server
 
 class Knotd:
@@ -937,15 +1049,21 @@ class Knotd:
                             name, "127.0.0.1"], timeout=timeout)
         return rc, out + err
 
+    def ksks(self, zone):
+        """ZONE's current KSKs: the rdata of its DNSKEY 257 records as kdig
+        prints them. AssertionError if the zone publishes none."""
+        r = self.kdig(zone, "DNSKEY", tcp=True)
+        ksks = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")]
+        if not ksks:
+            raise AssertionError("no KSK in the DNSKEY set of %s:\n%s" % (zone, r.text()))
+        return ksks
+
     def trust_anchor(self, zone):
         """Write ZONE's current KSKs (its DNSKEY 257 records) as a delv
         `trust-anchors { ZONE. static-key ...; };` file in this server's
         directory (removed with it); return the path, for `delv -a PATH`.
         AssertionError if the zone publishes no KSK."""
-        r = self.kdig(zone, "DNSKEY", tcp=True)
-        ksks = [a[3] for a in r.answer if a[2] == "DNSKEY" and a[3].startswith("257 ")]
-        if not ksks:
-            raise AssertionError("no KSK in the DNSKEY set of %s:\n%s" % (zone, r.text()))
+        ksks = self.ksks(zone)
         # A new file each time: a test may take the anchor again after a rollover.
         path = os.path.join(self.dir, "%s.%d.anchor" % (zone, time.monotonic_ns()))
         with open(path, "w") as f:

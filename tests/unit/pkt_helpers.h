@@ -134,11 +134,14 @@ static inline void th_add_addr(knot_rrset_t *rr, const char *addr, knot_mm_t *mm
 	assert_int_equal(knot_rrset_add_rdata(rr, data, len, mm), KNOT_EOK);
 }
 
-/*! Appends one (fake) RRSIG rdata covering \a covered, signed by \a signer. */
-static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
-                                const char *signer, uint8_t tag, knot_mm_t *mm)
+/*! Appends one (fake) RRSIG rdata covering \a covered, signed by \a signer,
+ *  whose \a sig_len signature bytes are all \a tag. */
+static inline void th_add_rrsig_len(knot_rrset_t *rr, uint16_t covered,
+                                    const char *signer, uint8_t tag, size_t sig_len,
+                                    knot_mm_t *mm)
 {
-	uint8_t data[18 + KNOT_DNAME_MAXLEN + 64];
+	uint8_t data[18 + KNOT_DNAME_MAXLEN + 256];
+	assert_true(sig_len <= 256);
 	knot_wire_write_u16(data, covered);
 	data[2] = 13;                               /* ECDSAP256SHA256 */
 	data[3] = knot_dname_labels(rr->owner, NULL);
@@ -149,12 +152,42 @@ static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
 	knot_dname_t *name = knot_dname_from_str(data + 18, signer, KNOT_DNAME_MAXLEN);
 	assert_non_null(name);
 	size_t len = 18 + knot_dname_size(name);
-	memset(data + len, tag, 64);
-	len += 64;
+	memset(data + len, tag, sig_len);
+	len += sig_len;
 	assert_int_equal(knot_rrset_add_rdata(rr, data, len, mm), KNOT_EOK);
 }
 
+/*! th_add_rrsig_len() with a P-256-sized signature (64 bytes). */
+static inline void th_add_rrsig(knot_rrset_t *rr, uint16_t covered,
+                                const char *signer, uint8_t tag, knot_mm_t *mm)
+{
+	th_add_rrsig_len(rr, covered, signer, tag, 64, mm);
+}
+
 /* Text form of records: "owner ttl TYPE rdata", names lower-case. */
+
+/*! Types of an NSEC/NSEC3 type bitmap, " A NS SOA ..." (parsed here, not by
+ *  the engine), or " malformed". */
+static inline void th_bitmap_text(const uint8_t *bm, size_t len, char *buf, size_t size)
+{
+	size_t off = 0, pos = 0;
+	buf[0] = '\0';
+	while (pos < len) {
+		if (len - pos < 2 || bm[pos + 1] == 0 || bm[pos + 1] > 32 ||
+		    len - pos - 2 < bm[pos + 1]) {
+			snprintf(buf, size, " malformed");
+			return;
+		}
+		for (unsigned i = 0; i < bm[pos + 1] * 8u; i++) {
+			if (bm[pos + 2 + i / 8] & (0x80 >> (i % 8))) {
+				char type[32];
+				knot_rrtype_to_string((uint16_t)(bm[pos] * 256 + i), type, sizeof(type));
+				off += snprintf(buf + off, off < size ? size - off : 0, " %s", type);
+			}
+		}
+		pos += 2 + bm[pos + 1];
+	}
+}
 
 static inline void th_rdata_text(uint16_t type, const knot_rdata_t *rd,
                                  char *buf, size_t size)
@@ -183,6 +216,36 @@ static inline void th_rdata_text(uint16_t type, const knot_rdata_t *rd,
 		                          rd->data, addr, sizeof(addr)));
 		snprintf(buf, size, "%s", addr);
 		return;
+	case KNOT_RRTYPE_NSEC: {
+		/* Next owner name (flat), then the bitmap. */
+		size_t n = 0;
+		while (n < rd->len && rd->data[n] != 0) {
+			n += 1 + rd->data[n];
+		}
+		if (n >= rd->len) {
+			snprintf(buf, size, "malformed");
+			return;
+		}
+		char types[1024];
+		th_dname_str(rd->data, name, sizeof(name));
+		th_bitmap_text(rd->data + n + 1, rd->len - n - 1, types, sizeof(types));
+		snprintf(buf, size, "%s%s", name, types);
+		return;
+	}
+	case KNOT_RRTYPE_NSEC3: {
+		/* Hash length and salt are skipped: "hash-length N" and the types. */
+		size_t n = 5 + (rd->len >= 5 ? rd->data[4] : 0);
+		if (rd->len < 5 || n >= rd->len || n + 1 + rd->data[n] > rd->len) {
+			snprintf(buf, size, "malformed");
+			return;
+		}
+		char types[1024];
+		size_t hlen = rd->data[n];
+		th_bitmap_text(rd->data + n + 1 + hlen, rd->len - n - 1 - hlen, types,
+		               sizeof(types));
+		snprintf(buf, size, "hash-length %zu%s", hlen, types);
+		return;
+	}
 	case KNOT_RRTYPE_RRSIG: {
 		char covered[32];
 		knot_rrtype_to_string(knot_wire_read_u16(rd->data), covered,

@@ -176,9 +176,12 @@ static int verify(const knot_rdata_t *sig, const knot_rrset_t *set,
 		knot_wire_write_u16(fixed + 2, set->rclass);
 		knot_wire_write_u32(fixed + 4, knot_rrsig_original_ttl(sig));
 		knot_wire_write_u16(fixed + 8, rd->len);
-		uint8_t data[KNOT_DNAME_MAXLEN + 2];
+		uint8_t data[KNOT_DNAME_MAXLEN + 64];
+		assert_true(rd->len <= sizeof(data));
 		memcpy(data, rd->data, rd->len);
-		knot_dname_to_lower(data + 2);
+		if (set->type == KNOT_RRTYPE_MX) {
+			knot_dname_to_lower(data + 2);
+		}
 		if (flip && i == 0) {
 			data[1] ^= 1;
 		}
@@ -205,7 +208,7 @@ static void check_header(const knot_rdata_t *sig, const knot_rrset_t *set,
 	assert_int_not_equal(knot_dname_store(zone, G.zone), 0);
 	knot_dname_to_lower(zone);
 
-	assert_int_equal(knot_rrsig_type_covered(sig), KNOT_RRTYPE_MX);
+	assert_int_equal(knot_rrsig_type_covered(sig), set->type);
 	assert_int_equal(knot_rrsig_alg(sig), ALG);
 	assert_int_equal(knot_rrsig_labels(sig), labels);
 	assert_int_equal(knot_rrsig_original_ttl(sig), set->ttl);
@@ -561,6 +564,60 @@ static void test_unsigned_zone(void **state)
 	zone_clear(&z);
 }
 
+/* The apex's NSEC (engine/denial.c) next to the apex MX, same owner and
+ * TTL: its own entry, signed over its rdata; a new rdata (the zone changed
+ * within the same second of signing) is signed anew; the MX entry stays. */
+static void test_denial_record(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	knot_rrset_t *mx = mx_set(ZONE, 300);
+	knot_rrset_t *nsec = knot_rrset_new(mx->owner, KNOT_RRTYPE_NSEC, KNOT_CLASS_IN, 300, NULL);
+	assert_non_null(nsec);
+	/* next "a.sign.test.", types NS SOA MX RRSIG NSEC */
+	const uint8_t rd1[] = { 1, 'a', 4, 's', 'i', 'g', 'n', 4, 't', 'e', 's', 't', 0,
+	                        0, 6, 0x22, 0x01, 0x00, 0x00, 0x00, 0x03 };
+	assert_int_equal(knot_rrset_add_rdata(nsec, rd1, sizeof(rd1), NULL), KNOT_EOK);
+	knot_rrset_t sig_mx, sig_nsec;
+
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, mx, &sig_mx), KNOT_EOK);
+	assert_int_equal(sign_locked(&z, nsec, &sig_nsec), KNOT_EOK);
+	assert_ptr_not_equal(sig_mx.rrs.rdata, sig_nsec.rrs.rdata);
+	check_header(sig_nsec.rrs.rdata, nsec, G.key[0].tag, INCEPTION, EXPIRATION);
+	assert_int_equal(verify(sig_nsec.rrs.rdata, nsec, &G.key[0], false), DNSSEC_EOK);
+	assert_int_not_equal(verify(sig_nsec.rrs.rdata, nsec, &G.key[0], true), DNSSEC_EOK);
+	rcu_read_unlock();
+	assert_int_equal(mxf_signer_signatures(z.signer), 2);
+
+	/* Both hit, whatever the order. */
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, nsec, &sig_nsec), KNOT_EOK);
+	assert_int_equal(sign_locked(&z, mx, &sig_mx), KNOT_EOK);
+	check_header(sig_mx.rrs.rdata, mx, G.key[0].tag, INCEPTION, EXPIRATION);
+	rcu_read_unlock();
+	assert_int_equal(mxf_signer_signatures(z.signer), 2);
+
+	/* The NSEC's next name changed, the SOA signature did not. */
+	knot_rrset_t *nsec2 = knot_rrset_new(mx->owner, KNOT_RRTYPE_NSEC, KNOT_CLASS_IN, 300, NULL);
+	assert_non_null(nsec2);
+	uint8_t rd2[sizeof(rd1)];
+	memcpy(rd2, rd1, sizeof(rd1));
+	rd2[1] = 'b';
+	assert_int_equal(knot_rrset_add_rdata(nsec2, rd2, sizeof(rd2), NULL), KNOT_EOK);
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, nsec2, &sig_nsec), KNOT_EOK);
+	assert_int_equal(verify(sig_nsec.rrs.rdata, nsec2, &G.key[0], false), DNSSEC_EOK);
+	assert_int_equal(sign_locked(&z, mx, &sig_mx), KNOT_EOK);
+	rcu_read_unlock();
+	assert_int_equal(mxf_signer_signatures(z.signer), 3);
+
+	knot_rrset_free(nsec2, NULL);
+	knot_rrset_free(nsec, NULL);
+	knot_rrset_free(mx, NULL);
+	zone_clear(&z);
+}
+
 /*** Setup. ***/
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -617,6 +674,7 @@ int main(void)
 		cmocka_unit_test(test_cache_bound),
 		cmocka_unit_test(test_missing_private_key),
 		cmocka_unit_test(test_unsigned_zone),
+		cmocka_unit_test(test_denial_record),
 	};
 	return cmocka_run_group_tests_name("sign", tests, group_setup, group_teardown);
 }
