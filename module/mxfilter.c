@@ -607,8 +607,8 @@ static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	/* No MX found: maybe a CNAME chain to an apex the module answers. */
-	if (state == KNOTD_IN_STATE_NODATA &&
-	    ((const zone_ctx_t *)knotd_mod_ctx(mod))->denial) {
+	const mxf_policy_t *zp = ((const zone_ctx_t *)knotd_mod_ctx(mod))->policy;
+	if (state == KNOTD_IN_STATE_NODATA && zp->mode == MXF_MODE_ENFORCE && zp->synthesize) {
 		knotd_in_state_t next = answer_cname_apex(state, pkt, qdata, mod);
 		if (next != state) {
 			return next;
@@ -735,10 +735,10 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
  * on such zones only (enforce mode, dnssec-signing: on), these steps keep
  * every DNSSEC answer of the zone in line with the synthesized set:
  *
- *   ANSWER     (the MX path of mxfilter_answer) an MX query that reaches
- *              the apex through an in-zone CNAME gets the filtering set as
- *              well (a NODATA proof from the apex's record would now be
- *              bogus)
+ *   ANSWER     (the MX path of mxfilter_answer, for every zone with
+ *              synthesize: on) an MX query that reaches the apex through an
+ *              in-zone CNAME gets the filtering set as well (a NODATA proof
+ *              from the apex's record would now be bogus)
  *   AUTHORITY  the apex's NSEC/NSEC3 in the answer or authority section
  *              lists MX, signed anew with the zone's keys (denial.c)
  *   END        a truncated response that still holds the unedited record
@@ -750,15 +750,17 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
  */
 
 /* An MX query whose in-zone CNAME chain ends at the apex without MX (the
- * ANSWER hook, state NODATA): the apex's answer, as for the QNAME. */
+ * ANSWER hook, state NODATA): the apex's answer, as for the QNAME. Without
+ * it a sender that follows "www CNAME @" finds no MX and delivers to the
+ * apex's address records (RFC 5321 implicit MX), unfiltered; in a signed
+ * zone the NODATA proof would also contradict the apex's edited denial
+ * record. */
 static knotd_in_state_t answer_cname_apex(knotd_in_state_t state, knot_pkt_t *pkt,
                                           knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	const knot_dname_t *zone = knotd_mod_zone(mod);
-	/* Answers without DNSSEC stay Knot's own (docs/dnssec.md). */
-	if (hook_qtype(pkt) != KNOT_RRTYPE_MX || !knot_pkt_has_dnssec(qdata->query) ||
-	    pkt->sections[KNOT_ANSWER].count == 0 ||
+	if (hook_qtype(pkt) != KNOT_RRTYPE_MX || pkt->sections[KNOT_ANSWER].count == 0 ||
 	    qdata->name == NULL || !knot_dname_is_case_equal(qdata->name, zone)) {
 		return state; /* NODATA at the apex: it has no MX. */
 	}

@@ -176,8 +176,9 @@ class Case:
             return False
         if self.state in ("partial", "mixed", "legacy"):
             return True
-        # synthesize: an apex MX query (not one through a CNAME) gets the set
-        return self.state == "nomx" and kind in ("apex", "apex-0x20")
+        # synthesize: an MX query that reaches the apex, directly or through
+        # an in-zone CNAME, gets the set
+        return self.state == "nomx" and at_apex
 
 
 def spell_0x20(name):
