@@ -363,7 +363,7 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 /*
  * The zone's MX RRset at the QNAME, when the module can read it before Knot
  * writes its answer: the apex on every Knot series, and any authoritative
- * name where knotd_qdata_zone_rrset() exists (module ABI 600, Knot 3.4+).
+ * name where knotd_qdata_zone_rrset() exists (Knot 3.4+, found by meson).
  * Names that are not plain authoritative data (wildcard matches, CNAMEs,
  * names at or below a zone cut or a DNAME) are left to Knot and the ANSWER
  * stage.
@@ -375,7 +375,7 @@ static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
 		*out = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
 		return true;
 	}
-#if KNOTD_MOD_ABI_VERSION >= 600
+#ifdef HAVE_KNOTD_QDATA_ZONE_RRSET
 	const knot_dname_t *zone = knotd_mod_zone(mod);
 	if (knotd_qdata_zone_rrset(qdata, NULL, qname, KNOT_RRTYPE_MX, out) != KNOT_EOK ||
 	    knot_rrset_empty(out)) {
