@@ -24,23 +24,15 @@ import re
 import shutil
 import unittest
 
-from knotharness import (FILTER_SET, Knotd, Zone, conf_check, free_port, knotd_try_start,
-                         main, module_so, run, summary)
+from knotharness import (FILTER_SET, TRY_START_CONF, Knotd, Zone, conf_check, free_port,
+                         knotd_try_start, main, module_so, run, summary)
 
 DELV = shutil.which("delv")
 
 FAST = """    algorithm: ecdsap256sha256
-    dnskey-ttl: 1
-    zone-max-ttl: 1
-    propagation-delay: 0
-    delete-delay: 0
 """
 
-BODY = """$TTL 1
-@ 1 SOA ns1 hostmaster 1 3600 900 604800 1
-@ NS ns1
-ns1 A 127.0.0.1
-@ MX 5 mailgate
+BODY = """@ MX 5 mailgate
 @ MX 40 smtp.isp.net.
 mailgate A 192.0.2.25
 sub MX 5 mailgate
@@ -77,18 +69,7 @@ policy:
 
 # PKCS #11 stores (the library does not exist: knotd cannot sign these zones,
 # the module's load-time judgement is what is checked).
-PKCS11_CONF = """server:
-  rundir: @RUNDIR@
-  listen: 127.0.0.1@@PORT@
-log:
-  - target: stderr
-    any: info
-database:
-  storage: @RUNDIR@
-module:
-  - id: mod-mxfilter
-    file: @SO@
-keystore:
+PKCS11_CONF = TRY_START_CONF + """keystore:
   - id: pem
   - id: hsm-ksk
     backend: pkcs11
@@ -117,7 +98,7 @@ zone:
 
 
 def signed(domain, policy):
-    return Zone(domain, text="$ORIGIN %s.\n%s" % (domain, BODY), module="mod-mxfilter",
+    return Zone(domain, BODY, module="mod-mxfilter",
                 extra={"dnssec-signing": "on", "dnssec-policy": policy})
 
 
