@@ -372,7 +372,7 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 /*
  * The zone's MX RRset at the QNAME, when the module can read it before Knot
  * writes its answer: the apex on every Knot series, and any authoritative
- * name where knotd_qdata_zone_rrset() exists (module ABI 600, Knot 3.4+).
+ * name where knotd_qdata_zone_rrset() exists (Knot 3.4+, found by meson).
  * Names that are not plain authoritative data (wildcard matches, CNAMEs,
  * names at or below a zone cut or a DNAME) are left to Knot and the ANSWER
  * stage.
@@ -384,7 +384,7 @@ static bool early_rrset(knotd_qdata_t *qdata, knotd_mod_t *mod,
 		*out = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_MX);
 		return true;
 	}
-#if KNOTD_MOD_ABI_VERSION >= 600
+#ifdef HAVE_KNOTD_QDATA_ZONE_RRSET
 	const knot_dname_t *zone = knotd_mod_zone(mod);
 	if (knotd_qdata_zone_rrset(qdata, NULL, qname, KNOT_RRTYPE_MX, out) != KNOT_EOK ||
 	    knot_rrset_empty(out)) {
@@ -922,6 +922,7 @@ static void log_policy(knotd_mod_t *mod, const mxf_policy_t *policy)
 #define C_KEYSTORE	"\x08""keystore"
 #define C_BACKEND	"\x07""backend"
 #define C_CONFIG	"\x06""config"
+#define C_KSK_ONLY	"\x08""ksk-only" /* Knot 3.5+. */
 
 #define KEYSTORE_PEM	1 /* Knot's value for "backend: pem". */
 
@@ -941,37 +942,102 @@ static char *path_join(const char *base, const char *path)
 	return out;
 }
 
-/* The zone's PEM key store, resolved as Knot does: keystore "config"
- * relative to database "kasp-db", itself relative to "storage". */
-static char *keystore_dir(knotd_mod_t *mod, const char **err)
-{
-	knotd_conf_t storage = knotd_conf(mod, C_DATABASE, C_STORAGE, NULL);
-	knotd_conf_t kaspdb = knotd_conf(mod, C_DATABASE, C_KASP_DB, NULL);
-	const char *config = "keys";
-	unsigned backend = KEYSTORE_PEM;
+/* One key store of the zone's policy. */
+typedef struct {
+	unsigned backend;
+	const char *config; /* Directory of a PEM store, relative to kasp-db. */
+	bool ksk_only;      /* Knot 3.5 puts no ZSK there. */
+} keystore_t;
 
+/*
+ * The key stores of the zone's policy in the order Knot searches them for a
+ * private key (Knot's default store, PEM "keys", without a policy or a
+ * policy "keystore"): fills up to \a max, returns how many there are.
+ * Knot 3.2 and 3.4 allow one store per policy, 3.5 a list: Knot answers the
+ * item as multi-valued exactly when it is one, and only then is "ksk-only"
+ * read (knotd_conf() of an item the running Knot does not know crashes it).
+ */
+static size_t policy_keystores(knotd_mod_t *mod, keystore_t *out, size_t max)
+{
 	knotd_conf_t policy = knotd_conf_zone(mod, C_DNSSEC_POLICY, knotd_mod_zone(mod));
+	knotd_conf_t list = { .count = 0 };
 	if (policy.count > 0 && policy.single.data_len > 0) {
-		knotd_conf_t ks = knotd_conf(mod, C_POLICY, C_KEYSTORE, &policy);
-		if (ks.count > 0 && ks.single.data_len > 0) {
-			backend = knotd_conf(mod, C_KEYSTORE, C_BACKEND, &ks).single.option;
-			config = knotd_conf(mod, C_KEYSTORE, C_CONFIG, &ks).single.string;
-		}
+		list = knotd_conf(mod, C_POLICY, C_KEYSTORE, &policy);
 	}
-	if (backend != KEYSTORE_PEM) {
+	if (list.count == 0) {
+		out[0] = (keystore_t){ .backend = KEYSTORE_PEM, .config = "keys" };
+		return 1;
+	}
+	for (size_t i = 0; i < list.count && i < max; i++) {
+		knotd_conf_t id = { .count = 1 };
+		id.single = (list.multi != NULL) ? list.multi[i] : list.single;
+		out[i].backend = knotd_conf(mod, C_KEYSTORE, C_BACKEND, &id).single.option;
+		out[i].config = knotd_conf(mod, C_KEYSTORE, C_CONFIG, &id).single.string;
+		out[i].ksk_only = list.multi != NULL &&
+		                  knotd_conf(mod, C_KEYSTORE, C_KSK_ONLY, &id).single.boolean;
+	}
+	size_t count = list.count;
+	knotd_conf_free(&list);
+	return count;
+}
+
+/*
+ * A signer searching the zone's PEM key stores in Knot's order, each found
+ * as Knot does ("config" relative to database "kasp-db", itself relative to
+ * "storage"). The store Knot 3.5 generates ZSKs in (the first that is not
+ * "ksk-only") must be PEM: the module signs with the key that signs the
+ * SOA. A PKCS #11 store may hold the KSK. \a dir: the first directory.
+ */
+static mxf_signer_t *signer_for_keystores(knotd_mod_t *mod, char **dir,
+                                          const char **err)
+{
+	keystore_t ks[MXF_SIGNER_KEYSTORES];
+	size_t count = policy_keystores(mod, ks, MXF_SIGNER_KEYSTORES);
+	if (count > MXF_SIGNER_KEYSTORES) {
+		*err = "too many key stores";
+		return NULL;
+	}
+	size_t zsk = 0;
+	while (zsk + 1 < count && ks[zsk].ksk_only) {
+		zsk++;
+	}
+	if (ks[zsk].backend != KEYSTORE_PEM) {
 		*err = "only the PEM key store is supported";
 		return NULL;
 	}
 
+	knotd_conf_t storage = knotd_conf(mod, C_DATABASE, C_STORAGE, NULL);
+	knotd_conf_t kaspdb = knotd_conf(mod, C_DATABASE, C_KASP_DB, NULL);
 	char *base = path_join("/", storage.single.string);
 	char *kasp = (base != NULL) ? path_join(base, kaspdb.single.string) : NULL;
-	char *dir = (kasp != NULL) ? path_join(kasp, config) : NULL;
 	free(base);
-	free(kasp);
-	if (dir == NULL) {
-		*err = "out of memory";
+
+	*err = "out of memory";
+	mxf_signer_t *signer = NULL;
+	bool ok = kasp != NULL;
+	for (size_t i = 0; i < count && ok; i++) {
+		if (ks[i].backend != KEYSTORE_PEM) {
+			continue;
+		}
+		char *path = path_join(kasp, ks[i].config);
+		if (signer == NULL) {
+			signer = (path != NULL) ? mxf_signer_new(knotd_mod_zone(mod), path, err) : NULL;
+			ok = signer != NULL;
+		} else {
+			ok = path != NULL && mxf_signer_add_keystore(signer, path) == KNOT_EOK;
+		}
+		if (*dir == NULL) {
+			*dir = path;
+		} else {
+			free(path);
+		}
 	}
-	return dir;
+	free(kasp);
+	if (!ok) {
+		mxf_signer_free(signer);
+		return NULL;
+	}
+	return signer;
 }
 
 /* Whether Knot signs the zone (dnssec-signing: on). */
@@ -988,9 +1054,8 @@ static mxf_signer_t *signer_load(knotd_mod_t *mod)
 		return NULL;
 	}
 	const char *err = NULL;
-	char *dir = keystore_dir(mod, &err);
-	mxf_signer_t *signer = (dir != NULL) ?
-	                       mxf_signer_new(knotd_mod_zone(mod), dir, &err) : NULL;
+	char *dir = NULL;
+	mxf_signer_t *signer = signer_for_keystores(mod, &dir, &err);
 	if (signer == NULL) {
 		knotd_mod_log(mod, LOG_ERR, "cannot sign enforced answers, key store '%s', "
 		              "DNSSEC queries needing enforcement will get SERVFAIL (%s)",
@@ -1167,6 +1232,9 @@ static void mxfilter_unload(knotd_mod_t *mod)
 		zone_ctx_free(zc);
 		limiter_release();
 	}
+	/* Knot 3.5 calls unload again when it closes a module whose context is
+	 * still set (e.g. after a reload's load failed): never a stale one. */
+	knotd_mod_ctx_set(mod, NULL);
 }
 
 KNOTD_MOD_API(mxfilter, KNOTD_MOD_FLAG_SCOPE_ZONE | KNOTD_MOD_FLAG_OPT_CONF,

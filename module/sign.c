@@ -48,12 +48,13 @@ typedef struct entry {
 struct mxf_signer {
 	entry_t *slots[MXF_SIGNER_SLOTS + 1]; /* RCU-protected. */
 	pthread_mutex_t lock;             /* Misses: signing, key loading. */
-	dnssec_keystore_t *keystore;
+	dnssec_keystore_t *keystore[MXF_SIGNER_KEYSTORES]; /* Opened on use. */
+	char *keystore_dir[MXF_SIGNER_KEYSTORES];          /* Search order. */
+	size_t keystore_count;
 	loaded_key_t keys[MAX_KEYS];
 	size_t key_count;
 	_Atomic uint64_t signatures;
 	knot_dname_t *zone;
-	char *keystore_dir;
 };
 
 /*** Zone signature state. ***/
@@ -109,30 +110,42 @@ static void key_clear(loaded_key_t *k)
 	memset(k, 0, sizeof(*k));
 }
 
-static bool keystore_ready(mxf_signer_t *s)
+/* Key store \a i, opened on first use (NULL while it cannot be opened). */
+static dnssec_keystore_t *keystore_at(mxf_signer_t *s, size_t i)
 {
-	if (s->keystore != NULL) {
-		return true;
+	if (s->keystore[i] != NULL) {
+		return s->keystore[i];
 	}
 	dnssec_keystore_t *ks = NULL;
 	if (dnssec_keystore_init_pkcs8(&ks) != DNSSEC_EOK) {
-		return false;
+		return NULL;
 	}
-	if (dnssec_keystore_open(ks, s->keystore_dir) != DNSSEC_EOK) {
+	if (dnssec_keystore_open(ks, s->keystore_dir[i]) != DNSSEC_EOK) {
 		dnssec_keystore_deinit(ks);
-		return false;
+		return NULL;
 	}
-	s->keystore = ks;
-	return true;
+	s->keystore[i] = ks;
+	return ks;
+}
+
+/* The private part of \a key from the first store holding it, searched in
+ * order as Knot does. */
+static int get_private(mxf_signer_t *s, const char *id, dnssec_key_t *key)
+{
+	int ret = DNSSEC_ENOENT;
+	for (size_t i = 0; i < s->keystore_count && ret != DNSSEC_EOK; i++) {
+		dnssec_keystore_t *ks = keystore_at(s, i);
+		if (ks != NULL) {
+			ret = dnssec_keystore_get_private(ks, id, key);
+		}
+	}
+	return ret;
 }
 
 /* Finds or loads the private key of the published DNSKEY with \a tag/alg. */
 static dnssec_key_t *get_key(mxf_signer_t *s, const knot_rdataset_t *dnskey,
                              uint16_t tag, uint8_t alg)
 {
-	if (!keystore_ready(s)) {
-		return NULL;
-	}
 	const knot_rdata_t *rd = dnskey->rdata;
 	for (uint16_t i = 0; i < dnskey->count; i++, rd = rd_next(rd)) {
 		if (rd->len < 4 || rd->data[3] != alg) {
@@ -163,7 +176,7 @@ static dnssec_key_t *get_key(mxf_signer_t *s, const knot_rdataset_t *dnskey,
 			ret = dnssec_key_get_keyid(key, &id);
 		}
 		if (ret == DNSSEC_EOK) {
-			ret = dnssec_keystore_get_private(s->keystore, id, key);
+			ret = get_private(s, id, key);
 		}
 		free(id);
 		if (ret != DNSSEC_EOK) {
@@ -362,15 +375,30 @@ mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
 	}
 	knot_dname_to_lower(s->zone);
 
-	s->keystore_dir = strdup(keystore_dir);
-	if (s->keystore_dir == NULL) {
+	if (mxf_signer_add_keystore(s, keystore_dir) != KNOT_EOK) {
 		mxf_signer_free(s);
 		*err = "out of memory";
 		return NULL;
 	}
-	/* The key store is opened on first use: when the module loads for a
-	 * new zone, Knot has not generated its keys yet. */
 	return s;
+}
+
+int mxf_signer_add_keystore(mxf_signer_t *s, const char *keystore_dir)
+{
+	if (s == NULL || keystore_dir == NULL) {
+		return KNOT_EINVAL;
+	}
+	if (s->keystore_count == MXF_SIGNER_KEYSTORES) {
+		return KNOT_ELIMIT;
+	}
+	/* Opened on first use: when the module loads for a new zone, Knot has
+	 * not generated its keys yet. */
+	s->keystore_dir[s->keystore_count] = strdup(keystore_dir);
+	if (s->keystore_dir[s->keystore_count] == NULL) {
+		return KNOT_ENOMEM;
+	}
+	s->keystore_count++;
+	return KNOT_EOK;
 }
 
 void mxf_signer_free(mxf_signer_t *s)
@@ -389,13 +417,15 @@ void mxf_signer_free(mxf_signer_t *s)
 	for (size_t i = 0; i < s->key_count; i++) {
 		key_clear(&s->keys[i]);
 	}
-	if (s->keystore != NULL) {
-		dnssec_keystore_close(s->keystore);
-		dnssec_keystore_deinit(s->keystore);
+	for (size_t i = 0; i < s->keystore_count; i++) {
+		if (s->keystore[i] != NULL) {
+			dnssec_keystore_close(s->keystore[i]);
+			dnssec_keystore_deinit(s->keystore[i]);
+		}
+		free(s->keystore_dir[i]);
 	}
 	pthread_mutex_destroy(&s->lock);
 	knot_dname_free(s->zone, NULL);
-	free(s->keystore_dir);
 	free(s);
 }
 

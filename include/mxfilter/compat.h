@@ -5,12 +5,14 @@
 /*!
  * \file
  *
- * \brief The one place for calls whose form differs between Knot DNS 3.2
- *        (module ABI 400) and 3.4 (module ABI 600).
+ * \brief The one place for libknot calls whose form differs between the
+ *        Knot DNS series the module builds against (3.2, 3.4, 3.5).
  *
  * The engine depends on libknot only, so the helpers here use libknot alone.
- * Module-API differences (knotd_qdata_zone_rrset() since ABI 600) are decided
- * in module/mxfilter.c with KNOTD_MOD_ABI_VERSION.
+ * Module-API differences (knotd_qdata_zone_rrset() since Knot 3.4) are
+ * feature-tested by module/meson.build (HAVE_KNOTD_QDATA_ZONE_RRSET) and
+ * decided in module/mxfilter.c. libknot 3.5 changed nothing the engine
+ * calls; docs/knot-series.md lists what changed between the series.
  */
 
 #pragma once

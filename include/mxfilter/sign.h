@@ -35,6 +35,9 @@
  *  denial record, x one RRSIG set and the signed rdata). */
 #define MXF_SIGNER_SLOTS	64
 
+/*! PEM key stores a signer searches (Knot 3.5: a policy may name several). */
+#define MXF_SIGNER_KEYSTORES	8
+
 typedef struct mxf_signer mxf_signer_t;
 
 /*! What the zone publishes at its apex (shallow views into zone data). */
@@ -51,6 +54,16 @@ typedef struct {
  */
 mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
                              const char **err);
+
+/*!
+ * \brief Adds the PEM key store directory \a keystore_dir, searched for a
+ *        private key after the ones before it (in Knot's order).
+ *
+ * \retval KNOT_EOK     Added.
+ * \retval KNOT_ELIMIT  Already MXF_SIGNER_KEYSTORES stores.
+ * \retval <0           Other error (no memory, bad arguments).
+ */
+int mxf_signer_add_keystore(mxf_signer_t *signer, const char *keystore_dir);
 
 /*! \brief Frees the signer (no reader may use it any more). */
 void mxf_signer_free(mxf_signer_t *signer);

@@ -306,6 +306,23 @@ def conf_check(conf_text, timeout=20):
         shutil.rmtree(d, ignore_errors=True)
 
 
+# The start of a knot.conf for knotd_try_start(): its own rundir and storage
+# (@RUNDIR@), a port (@PORT@), log to stderr, mod-mxfilter from @SO@. Add
+# the sections that follow the module (keystore, policy, zone).
+TRY_START_CONF = """server:
+  rundir: @RUNDIR@
+  listen: 127.0.0.1@@PORT@
+log:
+  - target: stderr
+    any: info
+database:
+  storage: @RUNDIR@
+module:
+  - id: mod-mxfilter
+    file: @SO@
+"""
+
+
 def knotd_try_start(conf_text, timeout=8, env=None):
     """Start knotd on CONF_TEXT; return (rc, output) if it exits within
     TIMEOUT, else stop it and return (None, output)."""

@@ -528,6 +528,52 @@ static void test_missing_private_key(void **state)
 	zone_clear(&z);
 }
 
+/* Several key stores (Knot 3.5 policies): searched in order, a store that
+ * cannot be opened skipped, a bounded list. */
+static void test_keystore_order(void **state)
+{
+	zone_t z;
+	knot_rrset_t *set = mx_set("mail.sign.test.", 300);
+	knot_rrset_t sig;
+
+	/* key[2]'s private key is in the second store only. */
+	zone_init(&z, G.dir);
+	assert_int_equal(mxf_signer_add_keystore(z.signer, G.other_dir), KNOT_EOK);
+	dnskeys(&z.dnskey, 2, 1);
+	knot_rdataset_clear(&z.rrsig, NULL);
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[2].tag, INCEPTION, EXPIRATION);
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, set, &sig), KNOT_EOK);
+	assert_int_equal(verify(sig.rrs.rdata, set, &G.key[2], false), DNSSEC_EOK);
+	rcu_read_unlock();
+
+	/* And key[0] still from the first. */
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[0].tag, INCEPTION, EXPIRATION);
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, set, &sig), KNOT_EOK);
+	assert_int_equal(sig.rrs.count, 2);
+	rcu_read_unlock();
+	zone_clear(&z);
+
+	/* A first store that does not exist does not hide the next one. */
+	zone_init(&z, "/nonexistent/mxfilter-keys");
+	assert_int_equal(mxf_signer_add_keystore(z.signer, G.dir), KNOT_EOK);
+	rcu_read_lock();
+	assert_int_equal(sign_locked(&z, set, &sig), KNOT_EOK);
+	assert_int_equal(verify(sig.rrs.rdata, set, &G.key[0], false), DNSSEC_EOK);
+	rcu_read_unlock();
+
+	/* At most MXF_SIGNER_KEYSTORES stores. */
+	for (int i = 2; i < MXF_SIGNER_KEYSTORES; i++) {
+		assert_int_equal(mxf_signer_add_keystore(z.signer, G.other_dir), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_add_keystore(z.signer, G.other_dir), KNOT_ELIMIT);
+	assert_int_equal(mxf_signer_add_keystore(z.signer, NULL), KNOT_EINVAL);
+	assert_int_equal(mxf_signer_add_keystore(NULL, G.dir), KNOT_EINVAL);
+	zone_clear(&z);
+	knot_rrset_free(set, NULL);
+}
+
 static void test_unsigned_zone(void **state)
 {
 	zone_t z;
@@ -673,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_ttl_separate_entry),
 		cmocka_unit_test(test_cache_bound),
 		cmocka_unit_test(test_missing_private_key),
+		cmocka_unit_test(test_keystore_order),
 		cmocka_unit_test(test_unsigned_zone),
 		cmocka_unit_test(test_denial_record),
 	};
