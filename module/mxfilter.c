@@ -136,20 +136,26 @@ static int mxfilter_conf_check(knotd_conf_check_args_t *args)
 
 /*** Shared state. ***/
 
-/* One audit limiter for every zone (keys include the zone); it lives from
- * the first module load to the last unload. */
-#define LIMITER_SLOTS_LOG2	16
-
+/* One audit limiter for every zone (each zone's records are apart in it);
+ * it lives from the first module load to the last unload. Knot loads a
+ * reloaded configuration's modules before it unloads the old ones, so a
+ * reload keeps it (and its thread). */
 static pthread_mutex_t limiter_lock = PTHREAD_MUTEX_INITIALIZER;
 static mxf_limiter_t *limiter;
 static size_t limiter_refs;
+
+static size_t limiter_max_bytes(void);
 
 static int limiter_acquire(void)
 {
 	int ret = KNOT_EOK;
 	pthread_mutex_lock(&limiter_lock);
 	if (limiter == NULL) {
-		limiter = mxf_limiter_new(LIMITER_SLOTS_LOG2);
+		mxf_limiter_opts_t opts = {
+			.max_bytes = limiter_max_bytes(),
+			.thread = true,
+		};
+		limiter = mxf_limiter_new(&opts);
 	}
 	if (limiter != NULL) {
 		limiter_refs++;
@@ -180,24 +186,41 @@ static bool fault(const char *what)
 }
 #define fault_enomem()	fault("enomem")
 #define fault_load()	fault("load")
+
+/* MXFILTER_AUDIT_MEMORY=BYTES bounds the audit limiter, to reach the bound
+ * in a test. */
+static size_t limiter_max_bytes(void)
+{
+	const char *v = getenv("MXFILTER_AUDIT_MEMORY");
+	return v != NULL ? (size_t)strtoull(v, NULL, 10) : 0;
+}
 #else
 #define fault_enomem()	false
 #define fault_load()	false
+
+static size_t limiter_max_bytes(void)
+{
+	return 0; /* MXF_LIMITER_MAX_BYTES */
+}
 #endif
 
 /*** Per-zone context. ***/
 
+typedef struct zone_ctx zone_ctx_t;
+
 /* All a zone holds: the shared policy, a signer if Knot signs it, and two
  * flags read at load. "counters" is glue only, so ids that differ in
  * nothing else share one policy. */
-typedef struct {
+struct zone_ctx {
 	const mxf_policy_t *policy;
 	mxf_signer_t *signer;
+	mxf_audit_zone_t audit; /* The zone's part of the audit limiter. */
 	size_t zone_size; /* Wire size of the zone's name: most QNAMEs differ. */
+	uint16_t prefix; /* Length of Knot's "[ZONE.] module '...', " in a line. */
 	bool rotation; /* server answer-rotation: Knot reorders RRsets per query. */
 	bool counters; /* Counters registered (counters: on). */
 	bool denial;   /* Denial hooks registered (signed, synthesizing). */
-} zone_ctx_t;
+};
 
 /*** Counters (registered in this order). ***/
 
@@ -280,51 +303,192 @@ static void count_result(knotd_mod_t *mod, knotd_qdata_t *qdata,
 /* What the engine's callbacks need about the query being answered. */
 typedef struct {
 	knotd_mod_t *mod;
+	zone_ctx_t *zc;
 	knotd_qdata_t *qdata;
 	mxf_signer_t *signer;
-	mxf_audit_t audit;  /* Which legacy records get a log line. */
+	mxf_audit_t audit;  /* Which records get a log line. */
+	const knot_dname_t *served; /* First enforced owner (error lines). */
+	knot_dname_storage_t wild;  /* Wildcard owner of an expanded RRset. */
+	knot_dname_storage_t served_wild;
 } query_ctx_t;
+
+/* Knot's module line is "LEVEL: [ZONE.] module 'mod-mxfilter/ID', TEXT" in
+ * one buffer of 512 bytes (LOG_BUFLEN, common/log.c); TEXT gets the rest. */
+#define LOG_LINE	512
+#define PREFIX_MAX	(LOG_LINE / 2) /* Assumed when the zone is unknown. */
+
+static size_t level_len(int level)
+{
+	switch (level) {
+	case LOG_ERR:     return sizeof("error: ") - 1;
+	case LOG_WARNING: return sizeof("warning: ") - 1;
+	case LOG_NOTICE:  return sizeof("notice: ") - 1;
+	default:          return sizeof("critical: ") - 1;
+	}
+}
+
+#define C_MODULE	"\x06""module"
+/* Length of "[ZONE.] module 'mod-mxfilter/ID', " for this zone. */
+static uint16_t line_prefix(knotd_mod_t *mod, size_t id_len)
+{
+	knot_dname_txt_storage_t txt;
+	size_t zone = PREFIX_MAX;
+	if (knot_dname_to_str(txt, knotd_mod_zone(mod), sizeof(txt)) != NULL) {
+		zone = strlen(txt);
+		zone -= (zone > 0 && txt[zone - 1] == '.');
+	}
+	size_t len = sizeof("[") - 1 + zone + sizeof(".] ") - 1 +
+	             sizeof("module 'mod-mxfilter") - 1 + (id_len > 0 ? 1 + id_len : 0) +
+	             sizeof("', ") - 1;
+	return (len < LOG_LINE) ? (uint16_t)len : LOG_LINE;
+}
+
+static void log_line(knotd_mod_t *mod, const zone_ctx_t *zc, const mxf_line_t *line)
+{
+	int level = (line->kind == MXF_LINE_ERROR) ? LOG_ERR :
+	            (line->action == MXF_ACTION_AUDIT) ? LOG_WARNING : LOG_NOTICE;
+	/* Every field within Knot's line: names are shortened to fit. */
+	size_t prefix = level_len(level) + (zc != NULL ? zc->prefix : PREFIX_MAX);
+	char text[LOG_LINE];
+	size_t size = (prefix < LOG_LINE - 128) ? LOG_LINE - prefix : 128;
+	mxf_line_format(text, size, line);
+	knotd_mod_log(mod, level, "%s", text);
+}
+
+/* Lines of occurrences held by records gone quiet, written where the
+ * zone's name is alive: in a query of the zone, or at the load of one of
+ * its instances (Knot frees the name before it unloads the module). */
+typedef struct {
+	knotd_mod_t *mod;
+	const zone_ctx_t *zc;
+} emit_ctx_t;
+
+static void emit_line(void *data, const mxf_line_t *line)
+{
+	emit_ctx_t *ec = data;
+	log_line(ec->mod, ec->zc, line);
+}
+
+static void audit_flush(knotd_mod_t *mod, zone_ctx_t *zc, uint32_t now)
+{
+	emit_ctx_t ec = { mod, zc };
+	(void)mxf_audit_flush(&zc->audit, now != 0 ? now : mxf_now(), emit_line, &ec);
+}
+
+/*
+ * The owner a wildcard expanded for a CNAME target (Knot gives that RRset a
+ * copy of the name asked) is logged and keyed by: the wildcard's own name.
+ * From Knot 3.4 (knotd_qdata_zone_rrset()) it is found: the nearest
+ * ancestor "*.A" holding this very MX RRset. Knot 3.2 gives modules no look
+ * below the apex, so there "*.ZONE." stands for every wildcard of the zone.
+ * (A wildcard answered directly keeps its owner "*.A" in the packet.)
+ */
+static const knot_dname_t *wildcard_owner(knotd_mod_t *mod, knotd_qdata_t *qdata,
+                                          const knot_rrset_t *rr, uint8_t *buf)
+{
+	const knot_dname_t *zone = knotd_mod_zone(mod);
+	size_t zone_size = knot_dname_size(zone);
+#if KNOTD_MOD_ABI_VERSION >= 600
+	const knot_dname_t *n = rr->owner;
+	for (int depth = 0; n != NULL && *n != 0 && depth < KNOT_DNAME_MAXLABELS; depth++) {
+		n = mxf_dname_next_label(n);
+		size_t size = knot_dname_size(n);
+		if (size < zone_size || size + 2 > KNOT_DNAME_MAXLEN) {
+			break;
+		}
+		buf[0] = 1;
+		buf[1] = '*';
+		memcpy(buf + 2, n, size);
+		knot_rrset_t wild;
+		if (knotd_qdata_zone_rrset(qdata, NULL, buf, KNOT_RRTYPE_MX, &wild) == KNOT_EOK &&
+		    !knot_rrset_empty(&wild) && knot_rdataset_eq(&wild.rrs, &rr->rrs)) {
+			return buf;
+		}
+	}
+#endif
+	if (zone_size + 2 > KNOT_DNAME_MAXLEN) {
+		return zone;
+	}
+	buf[0] = 1;
+	buf[1] = '*';
+	memcpy(buf + 2, zone, zone_size);
+	return buf;
+}
+
+/* on_legacy_set() for an expanded wildcard (kept out of its busy path). */
+__attribute__((noinline))
+static const knot_dname_t *expanded_owner(query_ctx_t *ac, const knot_rrset_t *rr,
+                                          mxf_action_t action)
+{
+	const knot_dname_t *owner = wildcard_owner(ac->mod, ac->qdata, rr, ac->wild);
+	if (ac->served == NULL && action == MXF_ACTION_BLOCKED) {
+		/* Kept for a failure line (the packet's copy may go). */
+		memcpy(ac->served_wild, owner, knot_dname_size(owner));
+		ac->served = ac->served_wild;
+	}
+	return owner;
+}
 
 static bool on_legacy_set(const knot_rrset_t *rr, bool expanded, mxf_action_t action,
                           void *data)
 {
 	query_ctx_t *ac = data;
-	return mxf_audit_set(&ac->audit, rr, expanded, action);
+	const knot_dname_t *owner = rr->owner;
+	if (__builtin_expect(expanded, 0)) {
+		owner = expanded_owner(ac, rr, action);
+	} else if (ac->served == NULL && action == MXF_ACTION_BLOCKED) {
+		ac->served = owner; /* Zone data: it stays. */
+	}
+	return mxf_audit_set(&ac->audit, rr, owner, action);
+}
+
+static void on_report(query_ctx_t *ac, const mxf_legacy_t *rec, mxf_line_kind_t kind)
+{
+	mxf_line_t line;
+	if (!mxf_audit_record(&ac->audit, rec, kind, &line)) {
+		return;
+	}
+	line.client = knotd_qdata_remote_addr(ac->qdata);
+	log_line(ac->mod, ac->zc, &line);
 }
 
 static void on_legacy(const mxf_legacy_t *rec, void *data)
 {
-	query_ctx_t *ac = data;
-	uint32_t suppressed;
-	if (!mxf_audit_record(&ac->audit, rec, &suppressed)) {
-		return;
-	}
-
-	char line[512];
-	mxf_audit_format(line, sizeof(line), rec, knotd_qdata_remote_addr(ac->qdata),
-	                 suppressed);
-	knotd_mod_log(ac->mod, rec->action == MXF_ACTION_AUDIT ? LOG_WARNING : LOG_NOTICE,
-	              "%s", line);
+	on_report(data, rec, MXF_LINE_LEGACY);
 }
 
-/* Fail closed: SERVFAIL, counted and logged (rate-limited per owner). */
+static void on_missing(const mxf_legacy_t *rec, void *data)
+{
+	on_report(data, rec, MXF_LINE_MISSING);
+}
+
+/* End of a hook's reports: the zone's held lines due, and at the limiter's
+ * bound one notice per interval. */
+static void audit_end(query_ctx_t *ac)
+{
+	mxf_audit_done(&ac->audit);
+	if (mxf_audit_due(&ac->zc->audit)) {
+		audit_flush(ac->mod, ac->zc, ac->audit.now);
+	}
+	mxf_limiter_stats_t st;
+	if (ac->audit.full && mxf_audit_full(&ac->audit, &st)) {
+		knotd_mod_log(ac->mod, LOG_WARNING, "audit limiter full, entries %zu, "
+		              "memory %zu, limit %zu", st.entries, st.bytes, st.max_bytes);
+	}
+}
+
+/* Fail closed: SERVFAIL, counted and logged (rate-limited per zone and
+ * served owner). */
 static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
-                                    const mxf_policy_t *policy,
                                     const knot_dname_t *owner, int ret)
 {
 	qdata->rcode = KNOT_RCODE_SERVFAIL;
 	count(mod, qdata, CTR_FAILED, 0, 1);
 
-	uint32_t suppressed = 0;
-	uint64_t key = mxf_limiter_key(limiter, knotd_mod_zone(mod), owner, 0, NULL);
-	if (mxf_limiter_hit(limiter, key, mxf_now(), 60, &suppressed)) {
-		char name[KNOT_DNAME_TXT_MAXLEN + 1];
-		if (knot_dname_to_str(name, owner, sizeof(name)) == NULL) {
-			strcpy(name, "?");
-		}
-		knotd_mod_log(mod, LOG_ERR, "failed to enforce MX, owner %s, answered "
-		              "SERVFAIL, suppressed %u (%s)", name, suppressed,
-		              knot_strerror(ret));
+	zone_ctx_t *zc = knotd_mod_ctx(mod);
+	mxf_line_t line;
+	if (mxf_audit_error(&zc->audit, owner, ret, 0, &line)) {
+		log_line(mod, zc, &line);
 	}
 	return KNOTD_IN_STATE_ERROR;
 }
@@ -346,16 +510,19 @@ static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 
 static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qdata)
 {
-	const zone_ctx_t *zc = knotd_mod_ctx(mod);
+	zone_ctx_t *zc = knotd_mod_ctx(mod);
 	ac->mod = mod;
+	ac->zc = zc;
 	ac->qdata = qdata;
 	ac->signer = zc->signer;
-	mxf_audit_init(&ac->audit, limiter, knotd_mod_zone(mod), zc->policy->log_interval);
+	ac->served = NULL;
+	mxf_audit_init(&ac->audit, &zc->audit, zc->policy->log_interval);
 	mxf_ctx_t ctx = {
 		.policy = zc->policy,
 		.zone = knotd_mod_zone(mod),
 		.on_legacy = on_legacy,
 		.on_legacy_set = on_legacy_set,
+		.on_missing = on_missing,
 		.cb_data = ac,
 	};
 	/* A DO query to a signed zone gets signed enforced answers, or none. */
@@ -367,6 +534,15 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 		}
 	}
 	return ctx;
+}
+
+/* "missing MX added|audit" lines for every filtering exchange a synthesized
+ * apex answer holds (or, in audit mode, would hold). */
+static void report_synthesized(const mxf_ctx_t *ctx, mxf_action_t action, mxf_result_t *res)
+{
+	knot_rrset_t none;
+	knot_rrset_init(&none, (knot_dname_t *)ctx->zone, KNOT_RRTYPE_MX, KNOT_CLASS_IN, 0);
+	mxf_report(ctx, &none, false, action, res);
 }
 
 /*
@@ -477,8 +653,7 @@ static knotd_in_state_t preanswer_hit(knot_pkt_t *pkt, knotd_qdata_t *qdata,
 {
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		if (__builtin_expect(pkt->rr[i].additional != NULL, 0)) {
-			const zone_ctx_t *zc = knotd_mod_ctx(mod);
-			return fail_closed(mod, qdata, zc->policy, owner, KNOT_ERROR);
+			return fail_closed(mod, qdata, owner, KNOT_ERROR);
 		}
 	}
 	knot_wire_set_aa(pkt->wire);
@@ -552,6 +727,7 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 		}
 		knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
 		ttl = policy->ttl_set ? policy->ttl : soa.ttl;
+		report_synthesized(&ctx, MXF_ACTION_BLOCKED, &res);
 	} else {
 		mxf_verdict_t verdict = mxf_classify(policy, &mx.rrs);
 		if (verdict == MXF_SET_COMPLIANT ||
@@ -572,10 +748,11 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 		ret = mxf_put_rrsig(pkt, &ctx, flags);
 	}
 	count_result(mod, qdata, &res);
+	audit_end(&ac);
 	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC; /* TC set: the client retries over TCP. */
 	} else if (ret != KNOT_EOK) {
-		return fail_closed(mod, qdata, policy, owner, ret);
+		return fail_closed(mod, qdata, owner, ret);
 	}
 
 	knotd_in_state_t out = preanswer_hit(pkt, qdata, mod, owner);
@@ -588,6 +765,16 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod);
 
+/* Whether Knot's answer is NODATA for MX at the zone's apex, asked for
+ * directly or through an in-zone CNAME chain (Knot leaves the chain's last
+ * name in qdata->name): an answer "synthesize: on" replaces. */
+static bool nodata_at_apex(knotd_in_state_t state, knot_pkt_t *pkt, knotd_qdata_t *qdata,
+                           knotd_mod_t *mod)
+{
+	return state == KNOTD_IN_STATE_NODATA && hook_qtype(pkt) == KNOT_RRTYPE_MX &&
+	       qdata->name != NULL && knot_dname_is_case_equal(qdata->name, knotd_mod_zone(mod));
+}
+
 /* Any MX in the answer (subdomains, wildcards, CNAME targets, ANY). */
 static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
                                         knotd_qdata_t *qdata, knotd_mod_t *mod)
@@ -599,20 +786,18 @@ static knotd_in_state_t mxfilter_answer(knotd_in_state_t state, knot_pkt_t *pkt,
 	return answer_mx(state, pkt, qdata, mod);
 }
 
-static knotd_in_state_t answer_cname_apex(knotd_in_state_t state, knot_pkt_t *pkt,
-                                          knotd_qdata_t *qdata, knotd_mod_t *mod);
+static knotd_in_state_t answer_apex_nodata(knotd_in_state_t state, knot_pkt_t *pkt,
+                                           knotd_qdata_t *qdata, knotd_mod_t *mod);
 
 __attribute__((noinline))
 static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	/* No MX found: maybe a CNAME chain to an apex the module answers. */
+	/* No MX at the apex (through a CNAME chain, or in audit mode): the
+	 * synthesized set, or in audit mode the lines it would bring. */
 	const mxf_policy_t *zp = ((const zone_ctx_t *)knotd_mod_ctx(mod))->policy;
-	if (state == KNOTD_IN_STATE_NODATA && zp->mode == MXF_MODE_ENFORCE && zp->synthesize) {
-		knotd_in_state_t next = answer_cname_apex(state, pkt, qdata, mod);
-		if (next != state) {
-			return next;
-		}
+	if (zp->synthesize && nodata_at_apex(state, pkt, qdata, mod)) {
+		return answer_apex_nodata(state, pkt, qdata, mod);
 	}
 
 	query_ctx_t ac;
@@ -626,13 +811,15 @@ static knotd_in_state_t answer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 		res.enforced = 0; /* Not served; the legacy records stay blocked. */
 	}
 	count_result(mod, qdata, &res);
+	audit_end(&ac);
 
 	if (ret == KNOT_EOK || ctx.policy->mode == MXF_MODE_AUDIT) {
 		return state; /* Audit mode serves the zone's data whatever happens. */
 	} else if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC;
 	}
-	return fail_closed(mod, qdata, ctx.policy, knot_pkt_qname(pkt), ret);
+	return fail_closed(mod, qdata, ac.served != NULL ? ac.served : knot_pkt_qname(pkt),
+	                   ret);
 }
 
 static void log_transfer(knotd_mod_t *mod, knotd_qdata_t *qdata, const char *what)
@@ -710,7 +897,8 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
 
 	/* A read-only check: the policy and the zone are all it needs. */
 	mxf_ctx_t ctx = { .policy = policy, .zone = knotd_mod_zone(mod) };
-	if (!mxf_pkt_has_leak(pkt, &ctx)) {
+	int leak = mxf_pkt_leak(pkt, &ctx);
+	if (leak < 0) {
 		return state;
 	}
 
@@ -720,7 +908,10 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
 	if (knot_wire_get_tc(pkt->wire)) {
 		qdata->err_truncated = true;
 	} else {
-		(void)fail_closed(mod, qdata, policy, knot_pkt_qname(pkt), KNOT_ERROR);
+		const knot_rrset_t *rr = &pkt->rr[leak];
+		knot_dname_storage_t wild;
+		(void)fail_closed(mod, qdata, (pkt->rr_info[leak].flags & KNOT_PF_FREE) ?
+		                  wildcard_owner(mod, qdata, rr, wild) : rr->owner, KNOT_ERROR);
 	}
 	return KNOTD_STATE_FAIL;
 }
@@ -749,38 +940,47 @@ static knotd_state_t end_slow(knotd_state_t state, knot_pkt_t *pkt,
  * A query without the DO bit gets no denial record and costs one test.
  */
 
-/* An MX query whose in-zone CNAME chain ends at the apex without MX (the
- * ANSWER hook, state NODATA): the apex's answer, as for the QNAME. Without
- * it a sender that follows "www CNAME @" finds no MX and delivers to the
- * apex's address records (RFC 5321 implicit MX), unfiltered; in a signed
- * zone the NODATA proof would also contradict the apex's edited denial
- * record. */
-static knotd_in_state_t answer_cname_apex(knotd_in_state_t state, knot_pkt_t *pkt,
-                                          knotd_qdata_t *qdata, knotd_mod_t *mod)
+/* An MX query answered NODATA at the apex (nodata_at_apex()): in enforce
+ * mode the apex's synthesized answer, as PREANSWER gives it for the apex
+ * itself. Through a CNAME chain ("www CNAME @") this is the only place that
+ * can answer it: without it a sender finds no MX for the alias and delivers
+ * to the apex's address records (RFC 5321 implicit MX), unfiltered, and in a
+ * signed zone the NODATA proof would contradict the apex's edited denial
+ * record. Audit mode serves Knot's answer and logs "missing MX audit". */
+static knotd_in_state_t answer_apex_nodata(knotd_in_state_t state, knot_pkt_t *pkt,
+                                           knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
 	const knot_dname_t *zone = knotd_mod_zone(mod);
-	if (hook_qtype(pkt) != KNOT_RRTYPE_MX || pkt->sections[KNOT_ANSWER].count == 0 ||
-	    qdata->name == NULL || !knot_dname_is_case_equal(qdata->name, zone)) {
-		return state; /* NODATA at the apex: it has no MX. */
-	}
-
+	const mxf_policy_t *policy = zc->policy;
 	query_ctx_t ac;
 	mxf_ctx_t ctx = engine_ctx(mod, &ac, qdata);
-	const mxf_policy_t *policy = zc->policy;
+	mxf_result_t res = { 0 };
+	if (policy->mode == MXF_MODE_AUDIT) {
+		report_synthesized(&ctx, MXF_ACTION_AUDIT, &res);
+		audit_end(&ac);
+		return state;
+	}
+
+	report_synthesized(&ctx, MXF_ACTION_BLOCKED, &res);
 	knot_rrset_t soa = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_SOA);
 	uint32_t ttl = policy->ttl_set ? policy->ttl : soa.ttl;
 	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
 	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
+	/* The apex itself keeps the query's spelling; after a CNAME the owner
+	 * is the chain's last name, compressed as libknot finds it. */
+	uint16_t hint = (pkt->sections[KNOT_ANSWER].count == 0) ?
+	                KNOT_COMPR_HINT_QNAME : KNOT_COMPR_HINT_NONE;
 	int ret = fault_enomem() ? KNOT_ENOMEM :
-	          mxf_put_set(pkt, policy, zone, ttl, KNOT_COMPR_HINT_NONE, flags);
+	          mxf_put_set(pkt, policy, zone, ttl, hint, flags);
 	if (ret == KNOT_EOK) {
 		ret = mxf_put_rrsig(pkt, &ctx, flags);
 	}
+	audit_end(&ac);
 	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
 		return KNOTD_IN_STATE_TRUNC;
 	} else if (ret != KNOT_EOK) {
-		return fail_closed(mod, qdata, policy, zone, ret);
+		return fail_closed(mod, qdata, zone, ret);
 	}
 	count(mod, qdata, CTR_SYNTHESIZED, 0, 1);
 	return KNOTD_IN_STATE_HIT;
@@ -821,7 +1021,7 @@ static knotd_in_state_t authority_denial(knotd_in_state_t state, knot_pkt_t *pkt
 		knot_wire_set_tc(pkt->wire); /* The client retries over TCP. */
 		return KNOTD_IN_STATE_TRUNC;
 	}
-	return fail_closed(mod, qdata, zc->policy, zone, ret);
+	return fail_closed(mod, qdata, zone, ret);
 }
 
 static knotd_state_t end_denial(knotd_state_t state, knot_pkt_t *pkt,
@@ -856,7 +1056,7 @@ static knotd_state_t end_denial(knotd_state_t state, knot_pkt_t *pkt,
 	if (tc) {
 		qdata->err_truncated = true;
 	} else {
-		(void)fail_closed(mod, qdata, zc->policy, zone, KNOT_ERROR);
+		(void)fail_closed(mod, qdata, zone, KNOT_ERROR);
 	}
 	return KNOTD_STATE_FAIL;
 }
@@ -1068,6 +1268,10 @@ static mxf_signer_t *signer_load(knotd_mod_t *mod)
 static void zone_ctx_free(zone_ctx_t *zc)
 {
 	if (zc != NULL) {
+		/* Its records go to the zone's newest instance (a reload), or
+		 * are forgotten: the zone's name is already freed, no line
+		 * can be written for it now. */
+		(void)mxf_audit_zone_clear(&zc->audit);
 		mxf_signer_free(zc->signer);
 		mxf_policy_release(zc->policy);
 		free(zc);
@@ -1100,7 +1304,7 @@ static int load_fail_closed(knotd_mod_t *mod, const char *reason)
 	return knotd_mod_hook(mod, KNOTD_STAGE_BEGIN, mxfilter_broken);
 }
 
-static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
+static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, size_t id_len, const char **err)
 {
 	mxf_conf_t conf;
 	knotd_conf_t ex;
@@ -1123,6 +1327,10 @@ static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
 		return NULL;
 	}
 	zc->policy = policy;
+	mxf_audit_zone_init(&zc->audit, limiter, knotd_mod_zone(mod));
+	zc->prefix = line_prefix(mod, id_len);
+	/* A reload: what the zone's old instance has to write, written now. */
+	audit_flush(mod, zc, 0);
 	zc->signer = signer_load(mod);
 	zc->zone_size = knot_dname_size(knotd_mod_zone(mod));
 	zc->rotation = knotd_conf(mod, (const yp_name_t *)"\x06""server",
@@ -1130,23 +1338,32 @@ static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, const char **err)
 	return zc;
 }
 
-#define C_MODULE	"\x06""module"
 #define ONLINESIGN	"\x0e""mod-onlinesign"
+#define MXFILTER_REF	"\x0c""mod-mxfilter" /* A module reference: name, id, NUL. */
 
-/* Whether the zone also runs mod-onlinesign, which signs answers itself:
- * the two modules' answer hooks would race on the same RRsets. */
-static bool zone_has_onlinesign(knotd_mod_t *mod)
+/* What the zone's module references say (templates resolved): whether it
+ * also runs mod-onlinesign, which signs answers itself (the two modules'
+ * answer hooks would race on the same RRsets), and the length of this
+ * instance's id, which Knot's API does not give (0: none; with two ids on
+ * one zone, the longer). */
+static bool zone_modules(knotd_mod_t *mod, size_t *id_len)
 {
 	knotd_conf_t mods = knotd_conf_zone(mod, C_MODULE, knotd_mod_zone(mod));
-	bool found = false;
-	for (size_t i = 0; i < mods.count && !found; i++) {
+	bool onlinesign = false;
+	*id_len = 0;
+	for (size_t i = 0; i < mods.count; i++) {
 		const uint8_t *d = mods.multi[i].data;
 		size_t len = mods.multi[i].data_len;
-		found = d != NULL && len >= sizeof(ONLINESIGN) - 1 &&
-		        memcmp(d, ONLINESIGN, sizeof(ONLINESIGN) - 1) == 0;
+		onlinesign |= d != NULL && len >= sizeof(ONLINESIGN) - 1 &&
+		              memcmp(d, ONLINESIGN, sizeof(ONLINESIGN) - 1) == 0;
+		if (d != NULL && len > sizeof(MXFILTER_REF) &&
+		    memcmp(d, MXFILTER_REF, sizeof(MXFILTER_REF) - 1) == 0 &&
+		    len - sizeof(MXFILTER_REF) > *id_len) {
+			*id_len = len - sizeof(MXFILTER_REF);
+		}
 	}
 	knotd_conf_free(&mods);
-	return found;
+	return onlinesign;
 }
 
 /*
@@ -1174,12 +1391,13 @@ static int register_denial(knotd_mod_t *mod, const mxf_policy_t *policy)
 
 static int mxfilter_load(knotd_mod_t *mod)
 {
-	if (zone_has_onlinesign(mod)) {
+	size_t id_len;
+	if (zone_modules(mod, &id_len)) {
 		return load_fail_closed(mod, "mod-onlinesign on the same zone is not "
 		                        "supported, use automatic signing");
 	}
 	const char *err = knot_strerror(KNOT_ENOMEM);
-	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, &err);
+	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, id_len, &err);
 	if (zc == NULL) {
 		return load_fail_closed(mod, err);
 	}

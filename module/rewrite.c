@@ -269,16 +269,28 @@ static uint16_t sat_add(uint16_t a, uint32_t b)
 	return (s > UINT16_MAX) ? UINT16_MAX : (uint16_t)s;
 }
 
-/* Reports the legacy records of one entry and counts them. */
-static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
+/* Policy exchanges an owner's records lack, when none of them is legacy
+ * (a partial filtering set, or no MX at all): the answer gains these
+ * without replacing anything, and each is reported as missing. */
+static uint32_t missing_of(const verdict_acc_t *acc, const mxf_policy_t *policy)
+{
+	uint32_t all = (policy->count >= 32) ? UINT32_MAX :
+	               (((uint32_t)1 << policy->count) - 1);
+	return acc->legacy == 0 ? all & ~acc->seen : 0;
+}
+
+/* Reports the legacy records of one entry and counts them. Returns whether
+ * their lines (and those of what the owner lacks) are wanted. */
+static bool report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
                          uint16_t flags, mxf_action_t action, bool all_legacy,
                          mxf_result_t *res)
 {
 	const mxf_policy_t *policy = ctx->policy;
 	bool expanded = (flags & KNOT_PF_FREE) != 0;
-	bool lines = ctx->on_legacy != NULL &&
+	bool lines = (ctx->on_legacy != NULL || ctx->on_missing != NULL) &&
 	             (ctx->on_legacy_set == NULL ||
 	              ctx->on_legacy_set(rr, expanded, action, ctx->cb_data));
+	mxf_legacy_cb on_legacy = lines ? ctx->on_legacy : NULL;
 	const knot_rdata_t *rd = rr->rrs.rdata;
 	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = rd_next(rd)) {
 		if (!all_legacy && !mxf_rdata_is_legacy(policy, rd)) {
@@ -291,7 +303,7 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
 		} else {
 			res->served = sat_add(res->served, 1);
 		}
-		if (lines) {
+		if (on_legacy != NULL) {
 			mxf_legacy_t rec = {
 				.owner = rr->owner,
 				.exchange = rdata_exchange(rd),
@@ -300,7 +312,29 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
 				.action = action,
 				.expanded = expanded,
 			};
-			ctx->on_legacy(&rec, ctx->cb_data);
+			on_legacy(&rec, ctx->cb_data);
+		}
+	}
+	return lines;
+}
+
+/* Reports the policy exchanges in \a missing (not counted: nothing legacy
+ * is served or blocked for them). */
+static void report_missing(const mxf_ctx_t *ctx, const knot_rrset_t *rr, uint16_t flags,
+                           mxf_action_t action, uint32_t missing)
+{
+	const mxf_policy_t *policy = ctx->policy;
+	for (uint16_t p = 0; ctx->on_missing != NULL && p < policy->count; p++) {
+		if (missing & ((uint32_t)1 << p)) {
+			mxf_legacy_t rec = {
+				.owner = rr->owner,
+				.exchange = policy->ex[p].name,
+				.pref = policy->ex[p].pref,
+				.risk = mxf_risk(policy, policy->ex[p].pref),
+				.action = action,
+				.expanded = (flags & KNOT_PF_FREE) != 0,
+			};
+			ctx->on_missing(&rec, ctx->cb_data);
 		}
 	}
 }
@@ -308,7 +342,15 @@ static void report_entry(const mxf_ctx_t *ctx, const knot_rrset_t *rr,
 void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
                 mxf_action_t action, mxf_result_t *res)
 {
-	report_entry(ctx, rr, expanded ? KNOT_PF_FREE : 0, action, false, res);
+	uint16_t flags = expanded ? KNOT_PF_FREE : 0;
+	uint32_t before = res->blocked[0] + res->blocked[1] + res->served;
+	bool lines = report_entry(ctx, rr, flags, action, false, res);
+	/* No legacy record reported (a partial set, or none): what is missing. */
+	if (lines && before == (uint32_t)res->blocked[0] + res->blocked[1] + res->served) {
+		verdict_acc_t acc = { 0 };
+		acc_add(&acc, ctx->policy, &rr->rrs);
+		report_missing(ctx, rr, flags, action, missing_of(&acc, ctx->policy));
+	}
 }
 
 /*** Packet helpers. ***/
@@ -559,8 +601,13 @@ static bool mark_group(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
 		    (j != lead && !knot_dname_is_case_equal(rr->owner, owner_rr->owner))) {
 			continue;
 		}
-		/* No filtering exchange seen in the group: every record is legacy. */
-		report_entry(ctx, rr, pkt->rr_info[j].flags, action, acc.seen == 0, res);
+		/* No filtering exchange seen in the group: every record is legacy.
+		 * What the group lacks is reported once, with its first entry. */
+		uint32_t missing = (j == lead) ? missing_of(&acc, ctx->policy) : 0;
+		if (report_entry(ctx, rr, pkt->rr_info[j].flags, action, acc.seen == 0, res) &&
+		    missing != 0) {
+			report_missing(ctx, rr, pkt->rr_info[j].flags, action, missing);
+		}
 		if (change) {
 			act[j] = ACT_SEEN | ((j == lead && sec == KNOT_ANSWER) ?
 			                     ACT_REPLACE : ACT_DROP);
@@ -821,7 +868,10 @@ static int process_last(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t idx,
 		return KNOT_EOK;
 	}
 	const knot_rrinfo_t *info = &pkt->rr_info[idx];
-	report_entry(ctx, rr, info->flags, legacy_action(ctx, rr->owner), acc.seen == 0, res);
+	mxf_action_t action = legacy_action(ctx, rr->owner);
+	if (report_entry(ctx, rr, info->flags, action, acc.seen == 0, res) && acc.legacy == 0) {
+		report_missing(ctx, rr, info->flags, action, missing_of(&acc, ctx->policy));
+	}
 	if (!enforced_here(ctx, rr->owner)) {
 		return KNOT_EOK;
 	}
@@ -1121,10 +1171,10 @@ int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
 	return ret;
 }
 
-bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
+int mxf_pkt_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 {
 	if (ctx->policy->mode != MXF_MODE_ENFORCE) {
-		return false;
+		return -1;
 	}
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
@@ -1144,8 +1194,13 @@ bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 			    ctx->policy->null_mx == MXF_NULLMX_KEEP) {
 				continue;
 			}
-			return true;
+			return i;
 		}
 	}
-	return false;
+	return -1;
+}
+
+bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
+{
+	return mxf_pkt_leak(pkt, ctx) >= 0;
 }

@@ -42,7 +42,8 @@ typedef enum {
 	MXF_SET_LEGACY,        /*!< Anything else. */
 } mxf_verdict_t;
 
-/*! One legacy record, as reported to the caller. */
+/*! One legacy record, as reported to the caller (for mxf_ctx_t.on_missing:
+ *  one filtering exchange the owner lacks). */
 typedef struct {
 	const knot_dname_t *owner;
 	const knot_dname_t *exchange; /*!< NULL if the rdata is malformed. */
@@ -57,9 +58,10 @@ typedef struct {
 typedef void (*mxf_legacy_cb)(const mxf_legacy_t *rec, void *data);
 
 /*!
- * Called once per RRset holding legacy records, before they are reported;
- * false skips the mxf_legacy_cb calls of its records (they are counted in
- * mxf_result_t all the same).  expanded as in mxf_legacy_t.
+ * Called once per RRset holding legacy records or lacking filtering
+ * exchanges, before they are reported; false skips the mxf_legacy_cb calls
+ * of its records (they are counted in mxf_result_t all the same). expanded
+ * as in mxf_legacy_t.
  */
 typedef bool (*mxf_legacy_set_cb)(const knot_rrset_t *rr, bool expanded,
                                   mxf_action_t action, void *data);
@@ -76,6 +78,10 @@ typedef struct {
 	const knot_dname_t *zone;  /*!< Zone apex, lower-case. */
 	mxf_legacy_cb on_legacy;   /*!< Optional. */
 	mxf_legacy_set_cb on_legacy_set; /*!< Optional (NULL: every record is reported). */
+	/*! Optional: each filtering exchange that an owner's non-compliant MX
+	 *  RRset without legacy records lacks (a partial set, or an empty
+	 *  RRset given to mxf_report()), after its legacy records. */
+	mxf_legacy_cb on_missing;
 	void *cb_data;
 	mxf_sign_cb sign;          /*!< Optional: RRSIGs for each enforced RRset. */
 	void *sign_data;
@@ -112,7 +118,8 @@ bool mxf_rdata_is_legacy(const mxf_policy_t *policy, const knot_rdata_t *rd);
  * \brief Reports the legacy records of one MX RRset and counts them in \a res.
  *
  * For callers that decide on an RRset before it is written (the apex
- * answer built at PREANSWER).
+ * answer built at PREANSWER). An empty \a rr (owner set, no records) stands
+ * for an owner without MX: every filtering exchange is reported missing.
  */
 void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
                 mxf_action_t action, mxf_result_t *res);
@@ -222,3 +229,6 @@ int mxf_pkt_replace(knot_pkt_t *pkt, mxf_subst_t *subst, uint16_t count,
  * Read-only check used as a last line of defence (the END stage).
  */
 bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx);
+
+/*! \brief Index of the first RRset mxf_pkt_has_leak() objects to, or -1. */
+int mxf_pkt_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx);

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Engine micro-benchmarks: ns/op natively (median of 5 runs), then, if
-# valgrind is installed, instructions/op per case under callgrind (a fixed
-# iteration count per case, only the timed loops collected).
+# Engine micro-benchmarks: ns/op natively (median of 5 runs), the audit
+# limiter under 1, 2 and 8 threads, then, if valgrind is installed,
+# instructions/op per case under callgrind (a fixed iteration count per
+# case, only the timed loops collected).
 #
 #   tests/bench/engine.sh BUILD_DIR [CALLGRIND_ITERS]
 #
@@ -28,6 +29,10 @@ fi
 
 echo "== engine micro-benchmarks, native (ns/op, median of 5 runs) =="
 timeout 600 "$bin" -r 5 || exit 1
+
+echo
+echo "== audit limiter, native: 1, 2 and 8 threads (ns/op as each thread sees it) =="
+timeout 600 "$bin" --limiter || exit 1
 
 if ! command -v valgrind >/dev/null 2>&1; then
 	echo "(valgrind not installed: no instruction counts)"

@@ -467,8 +467,8 @@ def callgrind_all(args, tmp):
         lines = runs[case]["log_lines"]
         if lines and "knotd_mod_log" in incl:
             cost = incl["knotd_mod_log"] - zero_log.get("knotd_mod_log", 0)
-            fmt = incl.get("mxf_audit_format", 0)
-            out("log line cost (%s): %d lines; knotd_mod_log %.0f + mxf_audit_format "
+            fmt = incl.get("mxf_line_format", 0)
+            out("log line cost (%s): %d lines; knotd_mod_log %.0f + mxf_line_format "
                 "%.0f instructions per line = %.1f per query over %d queries" % (
                     case, lines, cost / lines, fmt / lines, (cost + fmt) / n, n))
     out()
