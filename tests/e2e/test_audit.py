@@ -56,6 +56,9 @@ ZONES = [
                                  "@ MX 20 europe.security-mail.net.",
          module="mod-mxfilter/audit"),
     Zone("wild.test", WILD, module="mod-mxfilter"),
+    # An alias of an apex without MX: the apex's answer, and its lines.
+    Zone("alias.test", "@ A 192.0.2.1\nwww CNAME @", module="mod-mxfilter"),
+    Zone("alias-audit.test", "@ A 192.0.2.1\nwww CNAME @", module="mod-mxfilter/audit"),
 ]
 
 
@@ -222,6 +225,27 @@ class Audit(unittest.TestCase):
         self.assertEqual(self.k.zone_stats("nomx.test").get("synthesized"), 3)
         self.assertEqual(self.k.zone_stats("partial-audit.test").get("audited"), 0)
         summary("missing MX", lines)
+
+    def test_missing_mx_through_cname(self):
+        """An MX query for `www CNAME @` in a zone without MX: enforce
+        answers the CNAME and the synthesized set and logs its `missing MX
+        added` lines under the apex; audit mode serves Knot's answer (the
+        CNAME, no MX) and logs `missing MX audit`, the preview of it."""
+        mark = self.k.mark()
+        r = self.k.wire("www.alias.test", "MX")
+        self.assertEqual(r.mx(owner="alias.test."), FILTER_SET, r.text())
+        self.assertEqual([a[2] for a in r.answer], ["CNAME", "MX", "MX"], r.text())
+        r = self.k.wire("www.alias-audit.test", "MX")
+        self.assertEqual(([a[2] for a in r.answer], r.mx()), (["CNAME"], []), r.text())
+        want = [missing_re(z, pref, ex, action, level)
+                for z, action, level in (("alias.test", "added", "notice"),
+                                         ("alias-audit.test", "audit", "warning"))
+                for pref, ex in FILTER_SET]
+        for rx in want:
+            self.assertTrue(self.k.wait_log(rx, mark), rx + "\n" +
+                            "\n".join(self.k.module_lines(mark)))
+        self.assertEqual(self.k.zone_stats("alias.test").get("synthesized"), 1)
+        summary("missing MX through a CNAME", self.k.module_lines(mark, "missing MX"))
 
     def test_wildcard_owner(self):
         """Wildcard answers are logged and keyed by the wildcard, never by
