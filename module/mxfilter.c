@@ -172,9 +172,23 @@ static bool fault(const char *what)
 }
 #define fault_enomem()	fault("enomem")
 #define fault_load()	fault("load")
+
+/* Test build only: MXFILTER_SIGCACHE=BASE,PER_ZONE,RATE,BURST sets the
+ * signature cache's limits (a tiny budget without filling 64 MiB). */
+static void fault_sigcache_limits(void)
+{
+	const char *v = getenv("MXFILTER_SIGCACHE");
+	mxf_sigcache_limits_t lim;
+	unsigned long base, per_zone, rate, burst;
+	if (v != NULL && sscanf(v, "%lu,%lu,%lu,%lu", &base, &per_zone, &rate, &burst) == 4) {
+		lim = (mxf_sigcache_limits_t) { base, per_zone, rate, burst };
+		mxf_sigcache_set_limits(&lim);
+	}
+}
 #else
 #define fault_enomem()	false
 #define fault_load()	false
+#define fault_sigcache_limits()
 #endif
 
 /*** Per-zone context. ***/
@@ -322,6 +336,22 @@ static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
 
 /*** Hooks. ***/
 
+/* One debug line per RRset signed anew (a signature cache miss). */
+__attribute__((noinline, cold))
+static void log_signed(knotd_mod_t *mod, const knot_rrset_t *set, uint32_t signatures)
+{
+	char owner[KNOT_DNAME_TXT_MAXLEN + 1];
+	char type[16];
+	if (knot_dname_to_str(owner, set->owner, sizeof(owner)) == NULL) {
+		strcpy(owner, "?");
+	}
+	if (knot_rrtype_to_string(set->type, type, sizeof(type)) < 0) {
+		strcpy(type, "?");
+	}
+	knotd_mod_log(mod, LOG_DEBUG, "signed RRset, owner %s, type %s, ttl %u, "
+	              "signatures %u", owner, type, set->ttl, signatures);
+}
+
 /* RRSIGs for an enforced RRset, shaped like the zone's own signatures. */
 static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 {
@@ -332,7 +362,12 @@ static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 	knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_RRSIG);
 	knot_rrset_t keys = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
 	mxf_zone_keys_t zk = { .rrsig = &sigs.rrs, .dnskey = &keys.rrs };
-	return mxf_signer_sign(ac->signer, set, &zk, rrsig);
+	mxf_sign_info_t info;
+	int ret = mxf_signer_sign_info(ac->signer, set, &zk, rrsig, &info);
+	if (__builtin_expect(info.signatures > 0, 0)) {
+		log_signed(ac->mod, set, info.signatures);
+	}
+	return ret;
 }
 
 static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qdata)
@@ -746,6 +781,7 @@ static mxf_signer_t *signer_load(knotd_mod_t *mod)
 	if (!knotd_conf_zone(mod, C_SIGNING, knotd_mod_zone(mod)).single.boolean) {
 		return NULL;
 	}
+	fault_sigcache_limits();
 	const char *err = NULL;
 	char *dir = keystore_dir(mod, &err);
 	mxf_signer_t *signer = (dir != NULL) ?
