@@ -85,50 +85,14 @@ void mxf_limiter_free(mxf_limiter_t *lim)
 	free(lim);
 }
 
-static inline uint64_t mix(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
-}
-
-#define HASH_MUL	0x9E3779B97F4A7C15ULL
-
-/* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
- * first (inlined with a constant, so each caller gets its own loop). From 8
- * bytes on, the last step reads the last 8 bytes, overlapping the previous
- * step (no partial word to assemble); the length, folded in first, keeps
- * inputs of different sizes apart. */
-static inline uint64_t hash_words(uint64_t h, const uint8_t *p, size_t len, bool fold)
-{
-	h ^= len;
-	uint64_t w = 0;
-	if (len < 8) {
-		memcpy(&w, p, len);
-	} else {
-		const uint8_t *last = p + len - 8;
-		for (; p < last; p += 8) {
-			memcpy(&w, p, 8);
-			h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
-			h ^= h >> 29;
-		}
-		memcpy(&w, last, 8);
-	}
-	h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
-	return h ^ (h >> 29);
-}
-
 /* Folds a name into \a h, case-insensitively. Label lengths are at most
  * 63, so lower-casing the whole wire form only touches letters. */
 static uint64_t hash_name(uint64_t h, const knot_dname_t *name)
 {
 	if (name == NULL) {
-		return (h ^ 0xff) * HASH_MUL;
+		return (h ^ 0xff) * MXF_HASH_MUL;
 	}
-	return hash_words(h, name, mxf_flat_name_size(name), true);
+	return mxf_hash_words(h, name, mxf_flat_name_size(name), true);
 }
 
 uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
@@ -138,9 +102,9 @@ uint64_t mxf_limiter_key(const mxf_limiter_t *lim, const knot_dname_t *zone,
 	uint64_t h = lim->seed[0] ^ 0xcbf29ce484222325ULL;
 	h = hash_name(h, zone);
 	h = hash_name(h ^ lim->seed[1], owner);
-	h = (h ^ pref ^ ((uint64_t)1 << 32)) * HASH_MUL; /* Not a name: no folding. */
+	h = (h ^ pref ^ ((uint64_t)1 << 32)) * MXF_HASH_MUL; /* Not a name: no folding. */
 	h = hash_name(h, exchange);
-	return mix(h) | 1; /* 0 marks a free slot. */
+	return mxf_hash_mix(h) | 1; /* 0 marks a free slot. */
 }
 
 bool mxf_limiter_hit(mxf_limiter_t *lim, uint64_t key, uint32_t now,
@@ -231,9 +195,9 @@ bool mxf_audit_set(mxf_audit_t *a, const knot_rrset_t *rr, bool expanded,
 	h = hash_name(h, expanded ? a->zone : NULL);
 	h = hash_name(h ^ lim->seed[0], expanded ? WILDCARD : rr->owner);
 	/* Raw bytes, no case folding: an RRset key is exact. */
-	h = hash_words(h ^ action, (const uint8_t *)rr->rrs.rdata, rr->rrs.size, false);
+	h = mxf_hash_words(h ^ action, (const uint8_t *)rr->rrs.rdata, rr->rrs.size, false);
 	uint32_t held = 0;
-	if (!mxf_limiter_hit_n(a->lim, mix(h) | 1, audit_now(a), a->interval, 1, &held)) {
+	if (!mxf_limiter_hit_n(a->lim, mxf_hash_mix(h) | 1, audit_now(a), a->interval, 1, &held)) {
 		return false;
 	}
 	a->carry = held;
