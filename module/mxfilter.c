@@ -287,6 +287,8 @@ typedef struct {
 	knotd_mod_t *mod;
 	knotd_qdata_t *qdata;
 	mxf_signer_t *signer;
+	knot_rrset_t apex_rrsig; /* Read once for a DO query to a signed zone. */
+	knot_rrset_t dnskey;     /* Read only when the signer needs the keys. */
 	mxf_audit_t audit;  /* Which legacy records get a log line. */
 } query_ctx_t;
 
@@ -352,6 +354,14 @@ static void log_signed(knotd_mod_t *mod, const knot_rrset_t *set, uint32_t signa
 	              "signatures %u", owner, type, set->ttl, signatures);
 }
 
+/* The apex DNSKEY set, for a signer whose zone's keys changed. */
+static const knot_rdataset_t *get_dnskey(void *data)
+{
+	query_ctx_t *ac = data;
+	ac->dnskey = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
+	return &ac->dnskey.rrs;
+}
+
 /* RRSIGs for an enforced RRset, shaped like the zone's own signatures. */
 static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 {
@@ -359,9 +369,11 @@ static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 	if (ac->signer == NULL) {
 		return KNOT_DNSSEC_ENOKEY; /* Signed zone we cannot sign for. */
 	}
-	knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_RRSIG);
-	knot_rrset_t keys = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
-	mxf_zone_keys_t zk = { .rrsig = &sigs.rrs, .dnskey = &keys.rrs };
+	mxf_zone_keys_t zk = {
+		.rrsig = &ac->apex_rrsig.rrs,
+		.get_dnskey = get_dnskey,
+		.get_data = ac,
+	};
 	mxf_sign_info_t info;
 	int ret = mxf_signer_sign_info(ac->signer, set, &zk, rrsig, &info);
 	if (__builtin_expect(info.signatures > 0, 0)) {
@@ -386,8 +398,8 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 	};
 	/* A DO query to a signed zone gets signed enforced answers, or none. */
 	if (knot_pkt_has_dnssec(qdata->query)) {
-		knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG);
-		if (mxf_zone_is_signed(&sigs.rrs)) {
+		ac->apex_rrsig = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG);
+		if (mxf_zone_is_signed(&ac->apex_rrsig.rrs)) {
 			ctx.sign = sign_set;
 			ctx.sign_data = ac;
 		}

@@ -191,6 +191,23 @@ static bool is_soa_sig(const knot_rdata_t *rd)
 	return rd->len > RRSIG_FIXED && knot_rrsig_type_covered(rd) == KNOT_RRTYPE_SOA;
 }
 
+/* Where a walk over apex RRSIGs stands: a libknot rdataset is in canonical
+ * order, so by type covered; the SOA ones come after those over A and NS,
+ * and none follows the first over a later type. */
+enum { SIG_BEFORE, SIG_SOA, SIG_AFTER };
+
+static int sig_place(const knot_rdata_t *rd)
+{
+	if (rd->len < 2) {
+		return SIG_BEFORE;
+	}
+	uint16_t covered = knot_rrsig_type_covered(rd);
+	if (covered != KNOT_RRTYPE_SOA) {
+		return (covered < KNOT_RRTYPE_SOA) ? SIG_BEFORE : SIG_AFTER;
+	}
+	return is_soa_sig(rd) ? SIG_SOA : SIG_BEFORE;
+}
+
 bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig)
 {
 	if (apex_rrsig == NULL) {
@@ -198,8 +215,9 @@ bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig)
 	}
 	const knot_rdata_t *rd = apex_rrsig->rdata;
 	for (uint16_t i = 0; i < apex_rrsig->count; i++, rd = rd_next(rd)) {
-		if (is_soa_sig(rd)) {
-			return true;
+		int place = sig_place(rd);
+		if (place != SIG_BEFORE) {
+			return place == SIG_SOA;
 		}
 	}
 	return false;
@@ -214,7 +232,10 @@ static int state_match(const state_t *st, const knot_rdataset_t *apex)
 	uint16_t n = 0;
 	const knot_rdata_t *rd = apex->rdata;
 	for (uint16_t i = 0; i < apex->count; i++, rd = rd_next(rd)) {
-		if (!is_soa_sig(rd)) {
+		int place = sig_place(rd);
+		if (place == SIG_AFTER) {
+			break;
+		} else if (place == SIG_BEFORE) {
 			continue;
 		}
 		if (!differ) {
@@ -369,6 +390,14 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 		return KNOT_ENOTSUP;
 	}
 
+	const knot_rdataset_t *dnskey = zk->dnskey;
+	if (dnskey == NULL) {
+		dnskey = zk->get_dnskey(zk->get_data);
+	}
+	if (dnskey == NULL) {
+		return KNOT_DNSSEC_ENOKEY;
+	}
+
 	size_t head = sizeof(state_t) + count * sizeof(state_sig_t);
 	state_t *st = calloc(1, head + bytes);
 	if (st == NULL) {
@@ -385,7 +414,7 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 		knot_rdata_init((knot_rdata_t *)copy, rd->len, rd->data);
 		st->sig[n].soa_sig = (const knot_rdata_t *)copy;
 		copy += knot_rdata_size(rd->len);
-		st->sig[n].key = get_key(s, zk->dnskey, knot_rrsig_key_tag(rd),
+		st->sig[n].key = get_key(s, dnskey, knot_rrsig_key_tag(rd),
 		                         knot_rrsig_alg(rd));
 		if (st->sig[n].key == NULL) {
 			ret = KNOT_DNSSEC_ENOKEY;
@@ -489,15 +518,18 @@ static const uint8_t *entry_owner(const entry_t *e)
 	return e->data + e->rrsig.size + e->rr_size;
 }
 
+/* The owner, type, class and TTL, the rdataset's size and the start of its
+ * first record: what differs between a zone's entries (their rdata is
+ * mostly the policy's set, the same for every owner). Keys are compared in
+ * full anyway. */
 static uint64_t key_hash(const state_t *st, const knot_rrset_t *set, size_t owner_size)
 {
 	uint64_t h = C.seed ^ (uint64_t)(uintptr_t)st;
 	h = mxf_hash_words(h, set->owner, owner_size, true);
 	h ^= ((uint64_t)set->type << 48) | ((uint64_t)set->rclass << 32) | set->ttl;
 	const knot_rdata_t *rd = set->rrs.rdata;
-	for (uint16_t i = 0; i < set->rrs.count; i++, rd = rd_next(rd)) {
-		h = mxf_hash_words(h, rd->data, rd->len, false);
-	}
+	h = mxf_hash_words(h ^ ((uint64_t)set->rrs.count << 32 | set->rrs.size),
+	                   rd->data, (rd->len < 8) ? rd->len : 8, false);
 	return mxf_hash_mix(h) & MXF_SIGN_HASH_MASK;
 }
 
@@ -509,11 +541,15 @@ static bool key_equal(const entry_t *e, const state_t *st, const knot_rrset_t *s
 	    e->rr_count != set->rrs.count || e->rr_size != set->rrs.size) {
 		return false;
 	}
+	/* One comparison of the whole rdata array; record by record only if
+	 * it differs (the odd records' padding bytes are not rdata). */
 	const knot_rdata_t *a = set->rrs.rdata;
 	const knot_rdata_t *b = entry_rdata(e);
-	for (uint16_t i = 0; i < e->rr_count; i++, a = rd_next(a), b = rd_next(b)) {
-		if (a->len != b->len || memcmp(a->data, b->data, a->len) != 0) {
-			return false;
+	if (memcmp(a, b, e->rr_size) != 0) {
+		for (uint16_t i = 0; i < e->rr_count; i++, a = rd_next(a), b = rd_next(b)) {
+			if (a->len != b->len || memcmp(a->data, b->data, a->len) != 0) {
+				return false;
+			}
 		}
 	}
 	return mxf_wire_case_equal(set->owner, entry_owner(e), owner_size);
@@ -1129,7 +1165,8 @@ int mxf_signer_sign_info(mxf_signer_t *s, const knot_rrset_t *set,
 		info->signatures = 0;
 	}
 	if (s == NULL || set == NULL || set->owner == NULL || set->rrs.count == 0 ||
-	    zk == NULL || zk->rrsig == NULL || zk->dnskey == NULL || rrsig == NULL) {
+	    zk == NULL || zk->rrsig == NULL ||
+	    (zk->dnskey == NULL && zk->get_dnskey == NULL) || rrsig == NULL) {
 		return KNOT_EINVAL;
 	}
 

@@ -63,7 +63,11 @@ typedef struct mxf_signer mxf_signer_t;
 /*! What the zone publishes at its apex (shallow views into zone data). */
 typedef struct {
 	const knot_rdataset_t *rrsig;  /*!< Apex RRSIGs; those over SOA are used. */
-	const knot_rdataset_t *dnskey; /*!< Apex DNSKEY set. */
+	const knot_rdataset_t *dnskey; /*!< Apex DNSKEY set, or NULL: */
+	/*! Optional, when dnskey is NULL: reads the DNSKEY set, called only
+	 *  when the zone's signing state changed (not for cached RRsets). */
+	const knot_rdataset_t *(*get_dnskey)(void *data);
+	void *get_data;                /*!< get_dnskey's argument. */
 } mxf_zone_keys_t;
 
 /*! Limits of the signature cache (see the file comment). */

@@ -716,6 +716,40 @@ static void test_keys_loaded_once(void **state)
 	zone_clear(&z);
 }
 
+static int dnskey_reads;
+
+static const knot_rdataset_t *read_dnskey(void *data)
+{
+	dnskey_reads++;
+	return &((zone_t *)data)->dnskey;
+}
+
+/* Without a DNSKEY set up front, the signer asks for it only when the
+ * zone's signing state changes. */
+static void test_dnskey_on_demand(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	z.zk.dnskey = NULL;
+	z.zk.get_dnskey = read_dnskey;
+	z.zk.get_data = &z;
+	dnskey_reads = 0;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 10; i++) {
+			assert_int_equal(sign_owner(&z, "d", i), KNOT_EOK);
+		}
+	}
+	assert_int_equal(dnskey_reads, 1);
+	knot_rdataset_clear(&z.rrsig, NULL);
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[1].tag, INCEPTION + 3, EXPIRATION + 3);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&z, "d", i), KNOT_EOK);
+	}
+	assert_int_equal(dnskey_reads, 2);
+	assert_int_equal(mxf_signer_signatures(z.signer), 20);
+	zone_clear(&z);
+}
+
 /* Entry and index bytes of one cached RRset, from a fresh cache. */
 static void measure(size_t *entry, size_t *index)
 {
@@ -1039,6 +1073,7 @@ int main(void)
 		cmocka_unit_test(test_many_owners),
 		cmocka_unit_test(test_flush_on_state_change),
 		cmocka_unit_test(test_keys_loaded_once),
+		cmocka_unit_test(test_dnskey_on_demand),
 		cmocka_unit_test(test_budget_reached),
 		cmocka_unit_test(test_fairness),
 		cmocka_unit_test(test_threads),
