@@ -721,16 +721,14 @@ static void chain_retire(entry_t *chain)
 	}
 }
 
-static void grave_reap(entry_t **chain)
+/* Takes the graveyard (a chain) for chain_retire(). */
+static entry_t *grave_take(void)
 {
-	while (C.grave != NULL) {
-		entry_t *e = C.grave;
-		C.grave = e->next;
-		e->next = *chain;
-		*chain = e;
-	}
+	entry_t *grave = C.grave;
+	C.grave = NULL;
 	C.used -= C.grave_bytes;
 	C.grave_bytes = 0;
+	return grave;
 }
 
 /* The rate bucket: whether one more self-evicting signature is allowed. */
@@ -940,6 +938,7 @@ static int sign_miss(mxf_signer_t *s, const knot_rrset_t *set, const mxf_zone_ke
 	memcpy(owner, set->owner, owner_size);
 	knot_dname_to_lower(owner);
 	entry_t *chain = NULL;
+	entry_t *grave = NULL;
 	entry_t *e = NULL;
 	int ret = KNOT_EOK;
 
@@ -955,7 +954,7 @@ static int sign_miss(mxf_signer_t *s, const knot_rrset_t *set, const mxf_zone_ke
 		/* Exact under the lock (only this zone's mutex adds its entries),
 		 * and whether caching will cost one of the zone's own entries. */
 		pthread_mutex_lock(&C.lock);
-		grave_reap(&chain);
+		grave = grave_take();
 		e = lookup(C.table, h, st, set, owner_size);
 		bool own = e == NULL && C.used + size > C.budget && victim(s, size) == s;
 		uint32_t rate = C.limits.rate, burst = C.limits.burst;
@@ -978,6 +977,7 @@ static int sign_miss(mxf_signer_t *s, const knot_rrset_t *set, const mxf_zone_ke
 	pthread_mutex_unlock(&s->lock);
 
 	chain_retire(chain);
+	chain_retire(grave);
 	*out = e;
 	return ret;
 }

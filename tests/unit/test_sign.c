@@ -853,6 +853,41 @@ static void test_fairness(void **state)
 	mxf_sigcache_set_limits(NULL);
 }
 
+/* A freed zone's entries leave the index at once; their memory stays
+ * accounted until the next miss hands it to call_rcu(); the last signer's
+ * free empties the cache. */
+static void test_unload(void **state)
+{
+	zone_t a, b;
+	zone_init_fast(&a);
+	zone_init_fast(&b);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&a, "u", i), KNOT_EOK);
+	}
+	assert_int_equal(sign_owner(&b, "u", 0), KNOT_EOK);
+	size_t one = mxf_signer_cached(b.signer);
+	mxf_sigcache_stats_t st = stats();
+	assert_int_equal(st.entries, 11);
+	assert_int_equal(st.signers, 2);
+
+	zone_clear(&a);
+	mxf_sigcache_stats_t after = stats();
+	assert_int_equal(after.entries, 1);
+	assert_int_equal(after.signers, 1);
+	assert_int_equal(after.used, st.used);
+	assert_int_equal(after.budget, st.budget - MXF_SIGCACHE_PER_ZONE);
+
+	assert_int_equal(sign_owner(&b, "u", 1), KNOT_EOK);
+	after = stats();
+	assert_int_equal(after.entries, 2);
+	assert_int_equal(after.used, st.used - 10 * one + one);
+	zone_clear(&b);
+	after = stats();
+	assert_int_equal(after.entries, 0);
+	assert_int_equal(after.used, 0);
+	assert_int_equal(after.signers, 0);
+}
+
 /* Threads hitting, missing and evicting at once (for the sanitizers). */
 #define THREADS		4
 #define THREAD_OPS	3000
@@ -1076,6 +1111,7 @@ int main(void)
 		cmocka_unit_test(test_dnskey_on_demand),
 		cmocka_unit_test(test_budget_reached),
 		cmocka_unit_test(test_fairness),
+		cmocka_unit_test(test_unload),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_missing_private_key),
 		cmocka_unit_test(test_unsigned_zone),
