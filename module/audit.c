@@ -362,56 +362,17 @@ void mxf_limiter_stats(mxf_limiter_t *lim, mxf_limiter_stats_t *st)
 
 /*** Keys. ***/
 
-static inline uint64_t mix(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h;
-}
-
-#define HASH_MUL	0x9E3779B97F4A7C15ULL
-
-/* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
- * first (inlined with a constant, so each caller gets its own loop). From 8
- * bytes on, the last step reads the last 8 bytes, overlapping the previous
- * step (no partial word to assemble); the length, folded in first, keeps
- * inputs of different sizes apart. The final shift-xor brings high bits
- * down to the table index. */
-static inline uint64_t hash_words(uint64_t h, const uint8_t *p, size_t len, bool fold)
-{
-	h ^= len;
-	uint64_t w = 0;
-	if (len < 8) {
-		if (len > 0) {
-			memcpy(&w, p, len);
-		}
-	} else {
-		const uint8_t *last = p + len - 8;
-		for (; p < last; p += 8) {
-			memcpy(&w, p, 8);
-			h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
-			h ^= h >> 29;
-		}
-		memcpy(&w, last, 8);
-	}
-	h = (h ^ (fold ? mxf_lower8(w) : w)) * HASH_MUL;
-	return h ^ (h >> 29);
-}
-
 /* Label lengths are at most 63, so lower-casing the whole wire form only
  * touches letters. */
 static inline uint64_t hash_name(uint64_t h, const uint8_t *name, size_t size)
 {
-	return hash_words(h, name, size, true);
+	return mxf_hash_words(h, name, size, true);
 }
 
 /* The start of every key of a zone: its name's hash, kind and action. */
 static inline uint64_t hash_start(const mxf_audit_zone_t *z, unsigned kind, unsigned action)
 {
-	uint64_t h = (z->name_hash ^ ((uint64_t)kind << 8 | action)) * HASH_MUL;
+	uint64_t h = (z->name_hash ^ ((uint64_t)kind << 8 | action)) * MXF_HASH_MUL;
 	return h ^ (h >> 29);
 }
 
@@ -436,11 +397,11 @@ static void rec_key(const mxf_audit_zone_t *z, rec_key_t *k)
 {
 	uint64_t h = hash_start(z, k->kind, k->action);
 	h = hash_name(h, k->owner, k->owner_size);
-	h = (h ^ k->pref ^ ((uint64_t)1 << 32)) * HASH_MUL; /* Not a name: no folding. */
+	h = (h ^ k->pref ^ ((uint64_t)1 << 32)) * MXF_HASH_MUL; /* Not a name: no folding. */
 	if (k->exchange != NULL) {
 		h = hash_name(h, k->exchange, k->exchange_size);
 	}
-	k->hash = mix(h);
+	k->hash = mxf_hash_mix(h);
 }
 
 /* Owners are absolute names in one zone: with the zone in the hash, the
@@ -866,7 +827,7 @@ static ent_t *rec_get(mxf_audit_zone_t *z, const rec_key_t *k, uint32_t interval
 
 static size_t reg_bucket(const mxf_limiter_t *lim, uint64_t name_hash)
 {
-	return mix(name_hash) & lim->reg_mask;
+	return mxf_hash_mix(name_hash) & lim->reg_mask;
 }
 
 /* Doubles the registry; each chain keeps its order (newest first). */
@@ -930,7 +891,7 @@ void mxf_audit_zone_init(mxf_audit_zone_t *z, mxf_limiter_t *lim, const knot_dna
 	z->due = NULL;
 	z->next = NULL;
 	/* Instances of one zone share its records: keyed by the name. */
-	z->name_hash = mix(hash_name(lim->seed[0] ^ lim->seed[1], name, name_size(name)));
+	z->name_hash = mxf_hash_mix(hash_name(lim->seed[0] ^ lim->seed[1], name, name_size(name)));
 	pthread_mutex_lock(&lim->lock);
 	if (lim->reg_count >= lim->reg_mask + 1) {
 		reg_grow(lim);

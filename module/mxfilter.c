@@ -194,6 +194,19 @@ static size_t limiter_max_bytes(void)
 	const char *v = getenv("MXFILTER_AUDIT_MEMORY");
 	return v != NULL ? (size_t)strtoull(v, NULL, 10) : 0;
 }
+
+/* Test build only: MXFILTER_SIGCACHE=BASE,PER_ZONE,RATE,BURST sets the
+ * signature cache's limits (a tiny budget without filling 64 MiB). */
+static void fault_sigcache_limits(void)
+{
+	const char *v = getenv("MXFILTER_SIGCACHE");
+	mxf_sigcache_limits_t lim;
+	unsigned long base, per_zone, rate, burst;
+	if (v != NULL && sscanf(v, "%lu,%lu,%lu,%lu", &base, &per_zone, &rate, &burst) == 4) {
+		lim = (mxf_sigcache_limits_t) { base, per_zone, rate, burst };
+		mxf_sigcache_set_limits(&lim);
+	}
+}
 #else
 #define fault_enomem()	false
 #define fault_load()	false
@@ -202,6 +215,7 @@ static size_t limiter_max_bytes(void)
 {
 	return 0; /* MXF_LIMITER_MAX_BYTES */
 }
+#define fault_sigcache_limits()
 #endif
 
 /*** Per-zone context. ***/
@@ -306,6 +320,8 @@ typedef struct {
 	zone_ctx_t *zc;
 	knotd_qdata_t *qdata;
 	mxf_signer_t *signer;
+	knot_rrset_t apex_rrsig; /* Read once for a DO query to a signed zone. */
+	knot_rrset_t dnskey;     /* Read only when the signer needs the keys. */
 	mxf_audit_t audit;  /* Which records get a log line. */
 	const knot_dname_t *served; /* First enforced owner (error lines). */
 	knot_dname_storage_t wild;  /* Wildcard owner of an expanded RRset. */
@@ -495,6 +511,30 @@ static knotd_in_state_t fail_closed(knotd_mod_t *mod, knotd_qdata_t *qdata,
 
 /*** Hooks. ***/
 
+/* One debug line per RRset signed anew (a signature cache miss). */
+__attribute__((noinline, cold))
+static void log_signed(knotd_mod_t *mod, const knot_rrset_t *set, uint32_t signatures)
+{
+	char owner[KNOT_DNAME_TXT_MAXLEN + 1];
+	char type[16];
+	if (knot_dname_to_str(owner, set->owner, sizeof(owner)) == NULL) {
+		strcpy(owner, "?");
+	}
+	if (knot_rrtype_to_string(set->type, type, sizeof(type)) < 0) {
+		strcpy(type, "?");
+	}
+	knotd_mod_log(mod, LOG_DEBUG, "signed RRset, owner %s, type %s, ttl %u, "
+	              "signatures %u", owner, type, set->ttl, signatures);
+}
+
+/* The apex DNSKEY set, for a signer whose zone's keys changed. */
+static const knot_rdataset_t *get_dnskey(void *data)
+{
+	query_ctx_t *ac = data;
+	ac->dnskey = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
+	return &ac->dnskey.rrs;
+}
+
 /* RRSIGs for an enforced RRset, shaped like the zone's own signatures. */
 static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 {
@@ -502,10 +542,17 @@ static int sign_set(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
 	if (ac->signer == NULL) {
 		return KNOT_DNSSEC_ENOKEY; /* Signed zone we cannot sign for. */
 	}
-	knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_RRSIG);
-	knot_rrset_t keys = knotd_qdata_zone_apex_rrset(ac->qdata, KNOT_RRTYPE_DNSKEY);
-	mxf_zone_keys_t zk = { .rrsig = &sigs.rrs, .dnskey = &keys.rrs };
-	return mxf_signer_sign(ac->signer, set, &zk, rrsig);
+	mxf_zone_keys_t zk = {
+		.rrsig = &ac->apex_rrsig.rrs,
+		.get_dnskey = get_dnskey,
+		.get_data = ac,
+	};
+	mxf_sign_info_t info;
+	int ret = mxf_signer_sign_info(ac->signer, set, &zk, rrsig, &info);
+	if (__builtin_expect(info.signatures > 0, 0)) {
+		log_signed(ac->mod, set, info.signatures);
+	}
+	return ret;
 }
 
 static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qdata)
@@ -527,8 +574,8 @@ static mxf_ctx_t engine_ctx(knotd_mod_t *mod, query_ctx_t *ac, knotd_qdata_t *qd
 	};
 	/* A DO query to a signed zone gets signed enforced answers, or none. */
 	if (knot_pkt_has_dnssec(qdata->query)) {
-		knot_rrset_t sigs = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG);
-		if (mxf_zone_is_signed(&sigs.rrs)) {
+		ac->apex_rrsig = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG);
+		if (mxf_zone_is_signed(&ac->apex_rrsig.rrs)) {
 			ctx.sign = sign_set;
 			ctx.sign_data = ac;
 		}
@@ -1012,7 +1059,10 @@ static knotd_in_state_t authority_denial(knotd_in_state_t state, knot_pkt_t *pkt
 	}
 
 	const zone_ctx_t *zc = knotd_mod_ctx(mod);
-	query_ctx_t ac = { .mod = mod, .qdata = qdata, .signer = zc->signer };
+	query_ctx_t ac = {
+		.mod = mod, .qdata = qdata, .signer = zc->signer,
+		.apex_rrsig = knotd_qdata_zone_apex_rrset(qdata, KNOT_RRTYPE_RRSIG),
+	};
 	mxf_denial_ctx_t dctx = { .type = KNOT_RRTYPE_MX, .sign = sign_set, .sign_data = &ac };
 	int ret = fault_enomem() ? KNOT_ENOMEM : mxf_denial_rewrite(pkt, &dctx, idx, n);
 	if (ret == KNOT_EOK) {
@@ -1253,6 +1303,7 @@ static mxf_signer_t *signer_load(knotd_mod_t *mod)
 	if (!zone_signs(mod)) {
 		return NULL;
 	}
+	fault_sigcache_limits();
 	const char *err = NULL;
 	char *dir = NULL;
 	mxf_signer_t *signer = signer_for_keystores(mod, &dir, &err);

@@ -849,13 +849,27 @@ static bool dependents_before(const knot_pkt_t *pkt, uint16_t idx)
 	return false;
 }
 
+/* Whether entry \a sig is the RRSIG knotd writes right after the answer's
+ * MX RRset \a mx (DO queries): over MX, at its owner or written with its
+ * owner pointer (covers_removed_mx()). */
+static bool is_rrsig_of(const knot_pkt_t *pkt, uint16_t mx, uint16_t sig)
+{
+	const knot_rrset_t *rr = &pkt->rr[sig];
+	uint16_t ptr = pkt->rr_info[sig].compress_ptr[KNOT_COMPR_HINT_OWNER];
+	return rrsig_covers(rr, KNOT_RRTYPE_MX) &&
+	       (knot_dname_is_case_equal(rr->owner, pkt->rr[mx].owner) ||
+	        (ptr >= KNOT_WIRE_HEADER_SIZE &&
+	         ptr == pkt->rr_info[mx].compress_ptr[KNOT_COMPR_HINT_OWNER]));
+}
+
 /*
  * The usual packet at the ANSWER stage (an MX query below the apex): the MX
- * RRset at \a idx is the last thing written, in the answer section being
- * written, and nothing before it depends on MX. Nothing after it can
- * depend on it (no RRSIG, additional record or TSIG yet), so the general
- * path's bookkeeping reduces to: classify, report, cut at the RRset, write
- * the set. The outcome is the general path's (a unit test compares both on
+ * RRset at \a idx is the last thing written, or followed only by its RRSIG
+ * (DO), in the answer section being written, and nothing before it depends
+ * on MX. Nothing else after it can depend on it (no additional record or
+ * TSIG yet), so the general path's bookkeeping reduces to: classify,
+ * report, cut at the RRset (its RRSIG goes with it), write the set and its
+ * RRSIG. The outcome is the general path's (a unit test compares both on
  * every packet shape it builds; the fuzzer checks both against its model).
  */
 static int process_last(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t idx,
@@ -884,12 +898,18 @@ static int process_last(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint16_t idx,
 		.act = ACT_REPLACE,
 		.section = KNOT_ANSWER,
 	};
+	saved_t sig = { .flags = 0 };
+	if (idx + 1 < pkt->rrset_count) {
+		sig.rr = pkt->rr[idx + 1];
+		sig.flags = pkt->rr_info[idx + 1].flags;
+	}
 	cut_packet(pkt, idx, KNOT_ANSWER);
 	uint16_t hint = owner_hint(pkt, orig.rr.owner, orig.owner_ptr, pkt->size);
 	int ret = put_replacement(pkt, ctx->policy, &orig, hint);
 	if (ret == KNOT_EOK) {
 		ret = mxf_put_rrsig(pkt, ctx, orig.flags);
 	}
+	free_saved(pkt, &sig);
 	return ret;
 }
 
@@ -967,9 +987,9 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 		return KNOT_EOK;
 	}
 
-	if (first + 1 == count && pkt->current == KNOT_ANSWER &&
-	    section_of(pkt, first) == KNOT_ANSWER && !ctx->general_only &&
-	    !dependents_before(pkt, first)) {
+	if ((first + 1 == count || (first + 2 == count && is_rrsig_of(pkt, first, first + 1))) &&
+	    pkt->current == KNOT_ANSWER && section_of(pkt, count - 1) == KNOT_ANSWER &&
+	    !ctx->general_only && !dependents_before(pkt, first)) {
 		return process_last(pkt, ctx, first, res);
 	}
 	return process_all(pkt, ctx, zone_size, first, res);

@@ -81,3 +81,44 @@ static inline bool mxf_dname_equal(const uint8_t *a, const uint8_t *b)
 	}
 	return memcmp(a, b, n) == 0 || knot_dname_is_case_equal(a, b);
 }
+
+/*** Hashing (seeded by the caller; not cryptographic). ***/
+
+#define MXF_HASH_MUL	0x9E3779B97F4A7C15ULL
+
+/* Final avalanche of a hash (every input bit reaches every output bit). */
+static inline uint64_t mxf_hash_mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/* Folds \a len bytes into \a h, eight per step; \a fold lower-cases them
+ * first (inlined with a constant, so each caller gets its own loop). From 8
+ * bytes on, the last step reads the last 8 bytes, overlapping the previous
+ * step (no partial word to assemble); the length, folded in first, keeps
+ * inputs of different sizes apart. */
+static inline uint64_t mxf_hash_words(uint64_t h, const uint8_t *p, size_t len, bool fold)
+{
+	h ^= len;
+	uint64_t w = 0;
+	if (len < 8) {
+		if (len > 0) {
+			memcpy(&w, p, len);
+		}
+	} else {
+		const uint8_t *last = p + len - 8;
+		for (; p < last; p += 8) {
+			memcpy(&w, p, 8);
+			h = (h ^ (fold ? mxf_lower8(w) : w)) * MXF_HASH_MUL;
+			h ^= h >> 29;
+		}
+		memcpy(&w, last, 8);
+	}
+	h = (h ^ (fold ? mxf_lower8(w) : w)) * MXF_HASH_MUL;
+	return h ^ (h >> 29);
+}

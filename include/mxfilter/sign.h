@@ -5,35 +5,58 @@
 /*!
  * \file
  *
- * \brief Signatures for enforced MX RRsets in signed zones.
+ * \brief Signatures for enforced RRsets in signed zones, and their cache.
  *
  * Knot's module API gives a module a signing context whose clock and key
  * set are fixed when the module loads, so signatures made through it would
  * expire and miss key rollovers. The signer instead follows what the zone
  * itself publishes: it signs with the keys, algorithm and validity period of
- * the zone's own RRSIG over its SOA (which Knot's automatic signing keeps
- * fresh), taking the private keys from the zone's PEM key store. When Knot
- * re-signs the zone or rolls a key, the SOA signature changes and the next
- * enforced answer is signed anew.
+ * the zone's own RRSIGs over its SOA (which Knot's automatic signing keeps
+ * fresh), taking the private keys from the zone's PEM key store.
  *
- * Signed RRsets are cached per owner, type, TTL and rdata in a small
- * direct-mapped table per zone (MXF_SIGNER_SLOTS entries for MX, one more for
- * the zone's apex NSEC/NSEC3): lookups are lock-free under RCU (the
- * liburcu flavour knotd links; knotd answers queries inside
- * rcu_read_lock()), misses sign under the signer's mutex and retire the
- * replaced entry with call_rcu().
+ * The zone's *signing state* is the exact bytes of those SOA RRSIGs with the
+ * private key of each; keys are loaded when the state changes, never per
+ * RRset. Each signed RRset is kept in one server-wide cache, keyed exactly
+ * by (signing state, owner, type, class, TTL, rdata), until the state
+ * changes (Knot re-signed the zone or rolled a key: the zone's entries are
+ * dropped at once) or the cache needs the room:
+ *
+ * - The cache holds at most MXF_SIGCACHE_BASE bytes plus
+ *   MXF_SIGCACHE_PER_ZONE per signer (entries and index, allocator overhead
+ *   included).
+ * - When it is full, room comes from the zone that holds the most, as long
+ *   as it holds more than the zone asking would: a zone can only take
+ *   memory from zones larger than itself (max-min fair sharing), so every
+ *   zone can keep at least its share (budget / signers, at least
+ *   MXF_SIGCACHE_PER_ZONE) whatever the others do.
+ * - A zone whose new signature can only be cached by evicting one of its own
+ *   (its working set exceeds what it may hold) signs at most
+ *   MXF_SIGCACHE_RATE such signatures per second (bucket depth
+ *   MXF_SIGCACHE_BURST); past that mxf_signer_sign() fails with KNOT_ELIMIT
+ *   and the caller answers SERVFAIL.
+ *
+ * Lookups take no lock: the index is published with RCU (the liburcu
+ * flavour knotd links; knotd answers queries inside rcu_read_lock()) and
+ * entries are freed after a grace period. A miss signs under the zone's
+ * mutex; the cache's own mutex is held only to account, evict and insert.
  */
 
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <libknot/libknot.h>
 
-/*! Cached signed MX RRsets per zone (memory bound: slots + 1 for the apex
- *  denial record, x one RRSIG set and the signed rdata). */
-#define MXF_SIGNER_SLOTS	64
+/*! Server-wide cache budget: bytes for all zones together ... */
+#define MXF_SIGCACHE_BASE	(64u << 20)
+/*! ... plus bytes per signed enrolled zone (each zone's minimum share). */
+#define MXF_SIGCACHE_PER_ZONE	1024u
+/*! Signatures per second and zone that evict the zone's own entries. */
+#define MXF_SIGCACHE_RATE	100u
+/*! Depth of that rate's bucket (signatures at once after a quiet time). */
+#define MXF_SIGCACHE_BURST	100u
 
 /*! PEM key stores a signer searches (Knot 3.5: a policy may name several). */
 #define MXF_SIGNER_KEYSTORES	8
@@ -43,8 +66,42 @@ typedef struct mxf_signer mxf_signer_t;
 /*! What the zone publishes at its apex (shallow views into zone data). */
 typedef struct {
 	const knot_rdataset_t *rrsig;  /*!< Apex RRSIGs; those over SOA are used. */
-	const knot_rdataset_t *dnskey; /*!< Apex DNSKEY set. */
+	const knot_rdataset_t *dnskey; /*!< Apex DNSKEY set, or NULL: */
+	/*! Optional, when dnskey is NULL: reads the DNSKEY set, called only
+	 *  when the zone's signing state changed (not for cached RRsets). */
+	const knot_rdataset_t *(*get_dnskey)(void *data);
+	void *get_data;                /*!< get_dnskey's argument. */
 } mxf_zone_keys_t;
+
+/*! Limits of the signature cache (see the file comment). */
+typedef struct {
+	size_t base;       /*!< Bytes for all zones together. */
+	size_t per_zone;   /*!< Bytes more per signer. */
+	uint32_t rate;     /*!< Self-evicting signatures per second and zone. */
+	uint32_t burst;    /*!< Bucket depth of that rate. */
+} mxf_sigcache_limits_t;
+
+/*! State of the signature cache (a snapshot). */
+typedef struct {
+	size_t budget;       /*!< Current bound in bytes. */
+	size_t used;         /*!< Bytes accounted (entries and index). */
+	size_t entries;      /*!< Signed RRsets cached. */
+	size_t signers;      /*!< Zones that have a signer. */
+	uint64_t evicted;    /*!< Entries evicted for room (not by a state change). */
+	uint64_t limited;    /*!< Signatures refused by the rate cap. */
+	uint64_t key_loads;  /*!< Private keys read from key stores (attempts). */
+} mxf_sigcache_stats_t;
+
+/*! What one mxf_signer_sign_info() call did. */
+typedef struct {
+	uint32_t signatures; /*!< RRSIGs made (0: served from the cache). */
+} mxf_sign_info_t;
+
+/*! \brief Sets the cache limits (NULL: the defaults above); for tests. */
+void mxf_sigcache_set_limits(const mxf_sigcache_limits_t *limits);
+
+/*! \brief Reads the cache's state. */
+void mxf_sigcache_stats(mxf_sigcache_stats_t *stats);
 
 /*!
  * \brief Creates a signer for \a zone reading private keys from the PEM
@@ -65,26 +122,45 @@ mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
  */
 int mxf_signer_add_keystore(mxf_signer_t *signer, const char *keystore_dir);
 
-/*! \brief Frees the signer (no reader may use it any more). */
+/*!
+ * \brief Frees the signer (no reader may use it any more).
+ *
+ * Must not be called inside an RCU read-side critical section. The last
+ * signer's free also frees the cache and waits for its pending callbacks.
+ */
 void mxf_signer_free(mxf_signer_t *signer);
 
 /*! \brief Whether the apex RRSIGs include one over SOA (the zone is signed). */
 bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig);
 
 /*!
- * \brief Gets the RRSIGs of \a set: an enforced MX RRset owned in the zone,
- *        or the zone's apex NSEC/NSEC3 record listing MX.
+ * \brief Gets the RRSIGs of \a set, an RRset of any type owned in the zone.
  *
- * Must be called inside an RCU read-side critical section; \a rrsig points
- * to cached memory that stays valid until that section ends. The RRSIG
- * owner is \a set's owner.
+ * One RRSIG per SOA signature of the zone, over \a set->type, with that
+ * signature's algorithm, key tag, inception and expiration; labels from the
+ * owner (a wildcard owner counts one label less), original TTL \a set->ttl.
+ * The rdata is signed as given: canonical order and case are the caller's
+ * (a libknot rdataset is in canonical order).
+ *
+ * Must be called inside an RCU read-side critical section by a registered
+ * thread; \a rrsig points to cached memory that stays valid until that
+ * section ends. The RRSIG owner is \a set's owner (its spelling kept).
  *
  * \retval KNOT_EOK      rrsig filled.
- * \retval KNOT_ENOENT   The zone publishes no usable signature over SOA.
+ * \retval KNOT_ENOENT   The zone publishes no signature over SOA.
+ * \retval KNOT_ELIMIT   Not cached and over the zone's signing rate.
  * \retval <0            Signing failed (no private key, crypto error, ...).
  */
 int mxf_signer_sign(mxf_signer_t *signer, const knot_rrset_t *set,
                     const mxf_zone_keys_t *zk, knot_rrset_t *rrsig);
 
-/*! \brief Signatures made so far (cache misses), for tests and counters. */
+/*! \brief mxf_signer_sign(), also telling what it did (\a info may be NULL). */
+int mxf_signer_sign_info(mxf_signer_t *signer, const knot_rrset_t *set,
+                         const mxf_zone_keys_t *zk, knot_rrset_t *rrsig,
+                         mxf_sign_info_t *info);
+
+/*! \brief RRSIGs made so far by this signer, for tests. */
 uint64_t mxf_signer_signatures(const mxf_signer_t *signer);
+
+/*! \brief Bytes of the cache this signer's entries hold, for tests. */
+size_t mxf_signer_cached(const mxf_signer_t *signer);

@@ -37,6 +37,12 @@ nx.ZONE), with DO.
 3. Instructions per NODATA / NXDOMAIN answer as in 2., enrolled zone vs the
    same zone without the module, NSEC and NSEC3 (--no-denial skips them,
    --denial-only runs nothing else).
+4. The owner-count axis: a zone of N names with one legacy MX each, with
+   the module and, in another knotd, without it; instructions per MX + DO
+   query cycling over all N owners, before and after `knotc zone-sign`
+   (knotd under callgrind with instrumentation on only while measuring;
+   the module's debug lines prove every owner is signed once per zone
+   signing state and never while measured).
 
 Prints figures, never fails on them: exit 0 when the measurements ran, 77
 (skipped) without knotd, dnsperf or the module, 1 if the setup is broken
@@ -45,7 +51,8 @@ with an error in a callgrind run, ...).
 
     MXFILTER_SO=BUILD/module/mxfilter.so python3 tests/bench/signed.py
         [--rounds 4] [--seconds 5] [--queries 3000] [--rate 1500]
-        [--no-qps] [--no-callgrind] [--no-denial | --denial-only] [--keep]
+        [--no-qps] [--no-callgrind] [--no-denial | --denial-only] [--no-cases]
+        [--owners 1,10,100,2000,20000] [--keep]
 """
 
 import argparse
@@ -590,6 +597,183 @@ def callgrind_all(args, tmp):
     return ok
 
 
+# ----------------------------------------------------------------------------
+# 3. The owner-count axis (issue 19)
+
+OWNERS_ZONE = "owners.test"
+OWNER_AXIS = "1,10,100,2000,20000"
+SIGNED_LINE = re.compile(r"module 'mod-mxfilter(?:/[^']*)?', signed RRset, owner ")
+
+
+def owner_name(i):
+    return "h%05d.%s" % (i, OWNERS_ZONE)
+
+
+def owners_zone(n, enrolled):
+    """N names with one legacy MX each; the same zone with or without the
+    module. log-interval is a day, so every query takes the limiter's
+    silent path (a record is logged once, in the warm-up)."""
+    body = "".join("h%05d MX 5 mx%d.legacy.example.\n" % (i, i) for i in range(n))
+    return kh.Zone(OWNERS_ZONE, body, module="mod-mxfilter/bench" if enrolled else None,
+                   extra=dict(SIGNED))
+
+
+def owners_file(directory, n, lines):
+    """LINES MX + DO queries cycling over the N owners (dnsperf -B)."""
+    path = os.path.join(directory, "owners.%d.%d.bin" % (n, lines))
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            for i in range(lines):
+                f.write(wire_mx_do(owner_name(i % n)))
+    return path
+
+
+class OwnersKnotd(srv.CallgrindKnotd):
+    """knotd under callgrind with instrumentation off until asked
+    (--instr-atstart=no): zone signing, warm-ups and `knotc zone-sign` run
+    at valgrind's uninstrumented speed; only the measured windows count."""
+
+    START_TIMEOUT = 1200.0
+
+    def __init__(self, out_file, tmp, n, enrolled):
+        super().__init__(out_file, tmp)
+        self.zones = [owners_zone(n, enrolled)]
+        self.log_level = "debug"  # the module's "signed RRset" lines
+        self.mod_mxfilter = [{"id": "bench", "log-interval": 86400}]
+        self.extra_modules = []
+        self.extra_conf = ""
+        with open(self.wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec %s --tool=callgrind --instr-atstart=no "
+                    "--callgrind-out-file=%s %s \"$@\"\n" % (srv.VALGRIND, out_file, kh.KNOTD))
+
+    def control(self, *args):
+        kh.run([srv.CALLGRIND_CONTROL] + list(args) + [str(self.proc.pid)], timeout=120)
+
+    def signed(self):
+        return sum(1 for l in self.log_lines() if SIGNED_LINE.search(l))
+
+    def soa_inception(self):
+        r = self.wire(OWNERS_ZONE, "SOA", do=True, bufsize=BUFSIZE, timeout=60)
+        sig = [a[3] for a in r.answer if a[2] == "RRSIG"]
+        if len(sig) != 1:
+            raise RuntimeError("%s SOA +dnssec: %r" % (OWNERS_ZONE, r))
+        return bytes.fromhex("".join(sig[0].split()[2:]))[12:16]
+
+
+def owners_warm(k, tmp, n, enrolled):
+    """Every owner once (MX + DO), the first and last checked: NOERROR, one
+    RRSIG MX, the filtering set (module) or the legacy MX (plain); dnsperf
+    raises on any other rcode."""
+    for i in sorted({0, n - 1}):
+        r = k.wire(owner_name(i), "MX", do=True, bufsize=BUFSIZE, timeout=600)
+        if enrolled:
+            problem = check_wire(r, owner_name(i))
+        else:
+            sigs = [a for a in r.answer if a[2] == "RRSIG"]
+            ok = (r.rcode, r.aa, r.tc, len(sigs)) == ("NOERROR", True, False, 1) and \
+                r.mx() == [(5, "mx%d.legacy.example." % i)]
+            problem = None if ok else "%s MX +dnssec (plain): %r" % (owner_name(i), r)
+        if problem:
+            raise RuntimeError("owner axis: " + problem)
+    res = dnsperf(k.port, owners_file(tmp, n, n),
+                  ["-n", "1", "-c", "1", "-q", "10", "-t", "120"], timeout=n * 2 + 600)
+    if int(res["completed"] or 0) != n:
+        raise RuntimeError("owner axis warm-up: %s of %d answered" % (res["completed"], n))
+
+
+def owners_measure(k, tmp, n, queries, rate, label):
+    """Instructions of QUERIES queries cycling over the N owners, minus an
+    idle window as long; instrumentation on for both windows only."""
+    cg = k.out_file
+    k.control("-i", "on")
+    k.control("-z")
+    dumps = []
+    for what in ("idle", "run"):
+        before = set(glob.glob(cg + "*"))
+        if what == "idle":
+            time.sleep(queries / rate)
+        else:
+            # One query outstanding at a time: knotd then reads one per
+            # wake-up whatever the machine's load (batches would share
+            # its per-wake-up cost by chance).
+            res = dnsperf(k.port, owners_file(tmp, n, queries),
+                          ["-n", "1", "-Q", str(rate), "-c", "1", "-q", "1", "-t", "30"],
+                          timeout=queries / rate * 4 + 120)
+            if int(res["completed"] or 0) != queries or int(res["lost"] or 0):
+                raise RuntimeError("owner axis %s: %s" % (label, res["text"][-800:]))
+        k.control("--dump=%s-%s" % (label, what))
+        new = sorted(set(glob.glob(cg + "*")) - before)
+        if len(new) != 1:
+            raise RuntimeError("callgrind_control --dump: files %r" % new)
+        dumps.append(srv.totals(new[0]))
+    k.control("-i", "off")
+    return (dumps[1] - dumps[0]) / queries
+
+
+def owners_life(tmp, n, enrolled, args):
+    """One knotd: warm-up, measure, zone-sign, warm-up, measure. Returns
+    (before, after, signatures per phase)."""
+    side = "module" if enrolled else "plain"
+    cg = os.path.join(tmp, "callgrind.owners.%d.%s.out" % (n, side))
+    k = OwnersKnotd(cg, tmp, n, enrolled)
+    queries = max(args.queries, n)
+    k.start()
+    try:
+        signs = []
+        owners_warm(k, tmp, n, enrolled)
+        signs.append(k.signed())
+        before = owners_measure(k, tmp, n, queries, args.rate, "%s-%d" % (side, n))
+        signs.append(k.signed())
+        inc = k.soa_inception()
+        time.sleep(1.1)  # A new inception (whole seconds).
+        k.knotc("zone-sign", OWNERS_ZONE, timeout=120)
+        deadline = time.monotonic() + 1200
+        while k.soa_inception() == inc:
+            if time.monotonic() > deadline:
+                raise RuntimeError("zone-sign of %s did not finish" % OWNERS_ZONE)
+            time.sleep(1)
+        owners_warm(k, tmp, n, enrolled)
+        signs.append(k.signed())
+        after = owners_measure(k, tmp, n, queries, args.rate, "%s-%d-resigned" % (side, n))
+        signs.append(k.signed())
+    finally:
+        k.stop_and_wait(timeout=1200)
+    return before, after, signs
+
+
+def owners_axis(args, tmp):
+    counts = [int(x) for x in args.owners.split(",") if x.strip()]
+    out("== owner-count axis: %s, N names with one legacy MX each, signed by Knot; "
+        "MX + DO queries cycling over all N (max(%d, N) per window at %d QPS), "
+        "instructions per query, with the module vs the same zone without it; "
+        "then knotc zone-sign, every owner asked again, measured again ==" % (
+            OWNERS_ZONE, args.queries, args.rate))
+    rows = []
+    for n in counts:
+        t0 = time.monotonic()
+        plain = owners_life(tmp, n, False, args)
+        module = owners_life(tmp, n, True, args)
+        s = module[2]
+        if s != [n, n, 2 * n, 2 * n]:
+            raise RuntimeError("owner axis N=%d: signatures after warm-up, window, "
+                               "re-warm, window: %r (want %r)" % (n, s, [n, n, 2 * n, 2 * n]))
+        rows.append((n, plain[0], module[0], plain[1], module[1]))
+        out("  N=%-6d plain %7.0f  module %7.0f   after zone-sign: plain %7.0f  module %7.0f"
+            "   (signed: %d in the warm-up, 0 while measured, %d after zone-sign; %.0f s)" % (
+                n, plain[0], module[0], plain[1], module[1], s[0], s[2] - s[1],
+                time.monotonic() - t0))
+    out()
+    out("%8s %10s %10s %7s   %10s %10s %7s   %s" % (
+        "owners", "no module", "module", "ratio", "no module", "module", "ratio", "target"))
+    out("%8s %29s   %29s" % ("", "", "after knotc zone-sign"))
+    for n, pb, mb, pa, ma in rows:
+        rb, ra = mb / pb, ma / pa
+        out("%8d %10.0f %10.0f %7.3f   %10.0f %10.0f %7.3f   <= 1.50 %s" % (
+            n, pb, mb, rb, pa, ma, ra, "ok" if max(rb, ra) <= 1.5 else "OVER"))
+    out()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=4)
@@ -603,6 +787,10 @@ def main():
                     help="no NODATA/NXDOMAIN cases (denial records)")
     ap.add_argument("--denial-only", action="store_true",
                     help="only the NODATA/NXDOMAIN cases (implies --no-qps)")
+    ap.add_argument("--no-cases", action="store_true",
+                    help="callgrind: only the owner-count axis")
+    ap.add_argument("--owners", default=OWNER_AXIS,
+                    help="owner counts of the axis (comma-separated; '' = none)")
     ap.add_argument("--keep", action="store_true", help="keep callgrind files")
     args = ap.parse_args()
     if not (1 <= args.rounds <= 20 and 0.5 <= args.seconds <= 60 and
@@ -626,8 +814,11 @@ def main():
     try:
         if not args.no_qps:
             qps_rounds(args, tmp)
-        if not args.no_callgrind:
+        if not args.no_callgrind and not args.no_cases:
             ok = callgrind_all(args, tmp)
+        if not args.no_callgrind and args.owners.strip() and srv.VALGRIND and \
+                srv.CALLGRIND_CONTROL:
+            owners_axis(args, tmp)
     except RuntimeError as e:
         out("SETUP BROKEN: %s" % e)
         ok = False

@@ -1180,6 +1180,7 @@ typedef struct {
 	uint16_t max_size;
 	bool reserve;      /* Room kept for an OPT. */
 	bool sig_before;   /* An RRSIG over MX written before the MX. */
+	bool sig_after;    /* Its RRSIG after it, as knotd writes it for DO. */
 	uint16_t flags;
 } shape_t;
 
@@ -1193,6 +1194,16 @@ static const struct { uint16_t pref; const char *name; } shape_records[] = {
 	{ 20, "other.example.org." },
 };
 #define SHAPE_RECORDS	(sizeof(shape_records) / sizeof(shape_records[0]))
+
+/* The enforced set's RRSIG for the shapes with one (fixed bytes: only
+ * where and how it is written matters here). */
+static int fake_sign(void *data, const knot_rrset_t *set, knot_rrset_t *rrsig)
+{
+	const knot_rrset_t *sig = data;
+	knot_rrset_init(rrsig, set->owner, KNOT_RRTYPE_RRSIG, set->rclass, set->ttl);
+	rrsig->rrs = sig->rrs;
+	return KNOT_EOK;
+}
 
 /* Builds the shape as knotd would at the ANSWER stage, runs the engine
  * (general path only, or not) and notes the outcome. False if knotd itself
@@ -1214,6 +1225,8 @@ static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
 
 	bool ok = true;
 	uint16_t hint = KNOT_COMPR_HINT_QNAME;
+	knot_rrset_t *new_sig = th_rrset(&s, owner, KNOT_RRTYPE_RRSIG, 300);
+	th_add_rrsig(new_sig, KNOT_RRTYPE_MX, ZONE, 3, &s.mm);
 	if (sh->sig_before) {
 		knot_rrset_t *sig = th_rrset(&s, owner, KNOT_RRTYPE_RRSIG, 300);
 		th_add_rrsig(sig, KNOT_RRTYPE_MX, ZONE, 1, &s.mm);
@@ -1246,6 +1259,23 @@ static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
 	} else if (ok) {
 		ok = knot_pkt_put(s.resp, hint, mx, sh->flags) == KNOT_EOK;
 	}
+	if (ok && sh->sig_after) {
+		/* As knotd's put_rrsig(): a copy of the owner and of the
+		 * signatures in the packet's memory, written with the MX's
+		 * owner pointer, freed with the packet. */
+		knot_rrset_t *sig = th_rrset(&s, owner, KNOT_RRTYPE_RRSIG, 300);
+		th_add_rrsig(sig, KNOT_RRTYPE_MX, ZONE, 2, &s.mm);
+		knot_rrset_t copy;
+		knot_dname_t *name = knot_dname_copy(sig->owner, &s.resp->mm);
+		assert_non_null(name);
+		knot_rrset_init(&copy, name, KNOT_RRTYPE_RRSIG, KNOT_CLASS_IN, sig->ttl);
+		assert_int_equal(knot_rdataset_copy(&copy.rrs, &sig->rrs, &s.resp->mm), KNOT_EOK);
+		uint16_t ptr = s.resp->rr_info[s.resp->rrset_count - 1].compress_ptr[KNOT_COMPR_HINT_OWNER];
+		ok = knot_pkt_put(s.resp, ptr, &copy, sh->flags | KNOT_PF_FREE) == KNOT_EOK;
+		if (!ok) {
+			knot_rrset_clear(&copy, &s.resp->mm);
+		}
+	}
 	if (!ok || knot_wire_get_tc(s.resp->wire)) {
 		th_scn_clean(&s);
 		return false;
@@ -1253,6 +1283,10 @@ static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
 
 	ctx_init(&r, pol, ZONE);
 	r.ctx.general_only = general;
+	if (sh->sig_after) {
+		r.ctx.sign = fake_sign;
+		r.ctx.sign_data = new_sig;
+	}
 	memset(out, 0, sizeof(*out));
 	out->ret = process(&r, &s);
 	out->leak = mxf_pkt_has_leak(s.resp, &r.ctx);
@@ -1302,7 +1336,7 @@ static void test_shortcut_matches_general(void **state)
 	                               "a.b.c.example.com.", "host.example.org." };
 	const uint16_t sizes[] = { 512, 150, 128, 110 };
 	static outcome_t a, b;
-	unsigned built = 0, enforced = 0, espace = 0;
+	unsigned built = 0, enforced = 0, espace = 0, signed_ = 0;
 
 	for (size_t o = 0; o < sizeof(opts) / sizeof(opts[0]); o++) {
 		mxf_policy_t *pol = make_policy(&opts[o]);
@@ -1318,6 +1352,7 @@ static void test_shortcut_matches_general(void **state)
 				.qname = qnames[q], .cname = cname, .owner = owner,
 				.records = rec, .max_size = sizes[z], .reserve = (q + z) % 2,
 				.sig_before = (rec % 7 == 3) && z == 0,
+				.sig_after = (rec % 3 == 1),
 				.flags = (z % 2) ? KNOT_PF_NOTRUNC : 0,
 			};
 			if (!run_shape(&sh, pol, true, &a)) {
@@ -1326,21 +1361,24 @@ static void test_shortcut_matches_general(void **state)
 			assert_true(run_shape(&sh, pol, false, &b));
 			if (memcmp(&a, &b, sizeof(a)) != 0) {
 				print_error("differs: policy %zu, %s, cname %d, owner %d, "
-				            "records 0x%x, size %u, reserve %d, sig %d\n", o, sh.qname,
-				            cname, owner, rec, sh.max_size, sh.reserve, sh.sig_before);
+				            "records 0x%x, size %u, reserve %d, sig %d/%d\n", o, sh.qname,
+				            cname, owner, rec, sh.max_size, sh.reserve, sh.sig_before,
+				            sh.sig_after);
 			}
 			assert_memory_equal(&a, &b, sizeof(a));
 			built++;
 			enforced += (a.res.enforced > 0 && a.ret == KNOT_EOK);
+			signed_ += (a.res.enforced > 0 && a.ret == KNOT_EOK && sh.sig_after);
 			espace += (a.ret == KNOT_ESPACE);
 		}
 		mxf_policy_free(pol);
 	}
 	/* The comparison covered what it is meant to. */
-	print_message("%u packets, %u enforced, %u too big for the set\n",
-	              built, enforced, espace);
+	print_message("%u packets, %u enforced (%u with their RRSIG), %u too big for the set\n",
+	              built, enforced, signed_, espace);
 	assert_true(built > 4000);
 	assert_true(enforced > 1000);
+	assert_true(signed_ > 300);
 	assert_true(espace > 50);
 }
 

@@ -3,11 +3,16 @@
  */
 
 /*
- * The signer of enforced MX RRsets (module/sign.c), without a server: keys
- * generated with libdnssec into a temporary PEM key store, a DNSKEY set and
- * an apex RRSIG over SOA built by hand (its signature bytes are fake: the
- * signer only reads the header). Every RRSIG the signer makes is verified
- * with libdnssec over the canonical RRset (RFC 4034, 3.1.8.1).
+ * The signer of enforced RRsets and its cache (module/sign.c), without a
+ * server: keys generated with libdnssec into a temporary PEM key store, a
+ * DNSKEY set and an apex RRSIG over SOA built by hand (its signature bytes
+ * are fake: the signer only reads the header). Every RRSIG the signer makes
+ * is verified with libdnssec over the canonical RRset (RFC 4034, 3.1.8.1).
+ *
+ * Built twice (tests/unit/meson.build): against the engine, and with
+ * module/sign.c compiled in with MXF_SIGN_HASH_MASK=3, where every key
+ * hashes to one of four values, so the cache must tell keys apart by
+ * comparing them exactly.
  */
 
 #define _GNU_SOURCE /* nftw */
@@ -20,9 +25,12 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libdnssec/binary.h>
@@ -39,9 +47,16 @@
 
 #define ZONE		"Sign.Test."
 #define ALG		DNSSEC_KEY_ALGORITHM_ECDSA_P256_SHA256
+#define ALG_FAST	DNSSEC_KEY_ALGORITHM_ED25519
 #define INCEPTION	1700000000u
 #define EXPIRATION	1800000000u
-#define BOUND_OWNERS	10000
+
+/* Owners of the large test: 10^5, or fewer where all keys collide. */
+#ifdef MXF_SIGN_HASH_MASK
+#define MANY_OWNERS	2000
+#else
+#define MANY_OWNERS	100000
+#endif
 
 typedef struct {
 	dnssec_key_t *pub;      /* Public part only, for verification. */
@@ -53,7 +68,7 @@ typedef struct {
 static struct {
 	char dir[64];           /* Key store with key[0], key[1]. */
 	char other_dir[64];     /* Key store with key[2] only. */
-	test_key_t key[3];
+	test_key_t key[4];      /* key[3]: Ed25519, in dir (fast signing). */
 	knot_dname_t *zone;
 } G;
 
@@ -68,20 +83,20 @@ static void add_rdata(knot_rdataset_t *rrs, const uint8_t *data, uint16_t len)
 	free(rd);
 }
 
-static void gen_key(const char *dir, test_key_t *out)
+static void gen_key(const char *dir, test_key_t *out, dnssec_key_algorithm_t alg)
 {
 	dnssec_keystore_t *ks = NULL;
 	assert_int_equal(dnssec_keystore_init_pkcs8(&ks), DNSSEC_EOK);
 	assert_int_equal(dnssec_keystore_init(ks, dir), DNSSEC_EOK);
 	assert_int_equal(dnssec_keystore_open(ks, dir), DNSSEC_EOK);
 	char *id = NULL;
-	assert_int_equal(dnssec_keystore_generate(ks, ALG, 256, NULL, &id), DNSSEC_EOK);
+	assert_int_equal(dnssec_keystore_generate(ks, alg, 256, NULL, &id), DNSSEC_EOK);
 
 	dnssec_key_t *key = NULL;
 	assert_int_equal(dnssec_key_new(&key), DNSSEC_EOK);
 	assert_int_equal(dnssec_key_set_dname(key, G.zone), DNSSEC_EOK);
 	assert_int_equal(dnssec_key_set_flags(key, 256), DNSSEC_EOK);
-	assert_int_equal(dnssec_key_set_algorithm(key, ALG), DNSSEC_EOK);
+	assert_int_equal(dnssec_key_set_algorithm(key, alg), DNSSEC_EOK);
 	assert_int_equal(dnssec_keystore_get_private(ks, id, key), DNSSEC_EOK);
 
 	dnssec_binary_t rdata = { 0 };
@@ -103,12 +118,12 @@ static void gen_key(const char *dir, test_key_t *out)
 }
 
 /* An apex RRSIG rdata over \a covered, with fake signature bytes. */
-static void add_apex_sig(knot_rdataset_t *rrs, uint16_t covered, uint16_t tag,
-                         uint32_t inception, uint32_t expiration)
+static void add_apex_sig_alg(knot_rdataset_t *rrs, uint16_t covered, uint8_t alg,
+                             uint16_t tag, uint32_t inception, uint32_t expiration)
 {
 	uint8_t buf[18 + KNOT_DNAME_MAXLEN + 64];
 	knot_wire_write_u16(buf, covered);
-	buf[2] = ALG;
+	buf[2] = alg;
 	buf[3] = 2;
 	knot_wire_write_u32(buf + 4, 3600);
 	knot_wire_write_u32(buf + 8, expiration);
@@ -118,6 +133,12 @@ static void add_apex_sig(knot_rdataset_t *rrs, uint16_t covered, uint16_t tag,
 	memcpy(buf + 18, G.zone, zlen);
 	memset(buf + 18 + zlen, 0xA5, 64);
 	add_rdata(rrs, buf, (uint16_t)(18 + zlen + 64));
+}
+
+static void add_apex_sig(knot_rdataset_t *rrs, uint16_t covered, uint16_t tag,
+                         uint32_t inception, uint32_t expiration)
+{
+	add_apex_sig_alg(rrs, covered, ALG, tag, inception, expiration);
 }
 
 static void dnskeys(knot_rdataset_t *rrs, int first, int count)
@@ -426,51 +447,513 @@ static void test_ttl_separate_entry(void **state)
 	zone_clear(&z);
 }
 
-static void test_cache_bound(void **state)
+static void sign_ok(zone_t *z, const knot_rrset_t *set, knot_rrset_t *sig)
+{
+	rcu_read_lock();
+	assert_int_equal(sign_locked(z, set, sig), KNOT_EOK);
+	rcu_read_unlock();
+}
+
+/* A zone whose SOA is signed by the Ed25519 key (fast signing). */
+static void zone_init_fast(zone_t *z)
+{
+	memset(z, 0, sizeof(*z));
+	dnskeys(&z->dnskey, 3, 1);
+	add_apex_sig_alg(&z->rrsig, KNOT_RRTYPE_SOA, ALG_FAST, G.key[3].tag,
+	                 INCEPTION, EXPIRATION);
+	z->zk.rrsig = &z->rrsig;
+	z->zk.dnskey = &z->dnskey;
+	const char *err = NULL;
+	z->signer = mxf_signer_new(G.zone, G.dir, &err);
+	assert_non_null(z->signer);
+}
+
+/* MX at owner number \a i (names of equal size: entries of equal size). */
+static knot_rrset_t *owner_mx(const char *prefix, int i)
+{
+	char owner[64];
+	(void)snprintf(owner, sizeof(owner), "%s%06d.sign.test.", prefix, i);
+	return mx_set(owner, 300);
+}
+
+/* Signs owner \a i of \a prefix; returns the result code. */
+static int sign_owner(zone_t *z, const char *prefix, int i)
+{
+	knot_rrset_t *set = owner_mx(prefix, i);
+	knot_rrset_t sig;
+	rcu_read_lock();
+	int ret = sign_locked(z, set, &sig);
+	if (ret == KNOT_EOK) {
+		assert_int_equal(sig.rrs.count, 1);
+		assert_ptr_equal(sig.owner, set->owner);
+	}
+	rcu_read_unlock();
+	knot_rrset_free(set, NULL);
+	return ret;
+}
+
+static mxf_sigcache_stats_t stats(void)
+{
+	mxf_sigcache_stats_t st;
+	mxf_sigcache_stats(&st);
+	return st;
+}
+
+static void test_any_type(void **state)
 {
 	zone_t z;
 	zone_init(&z, G.dir);
-	knot_rrset_t *sets[BOUND_OWNERS];
-	for (int i = 0; i < BOUND_OWNERS; i++) {
-		char owner[64];
-		(void)snprintf(owner, sizeof(owner), "o%d.sign.test.", i);
-		sets[i] = mx_set(owner, 300);
-	}
 
-	knot_rrset_t sig;
-	for (int i = 0; i < BOUND_OWNERS; i++) {
-		rcu_read_lock();
-		assert_int_equal(sign_locked(&z, sets[i], &sig), KNOT_EOK);
-		rcu_read_unlock();
-	}
-	assert_int_equal(mxf_signer_signatures(z.signer), BOUND_OWNERS);
+	/* The apex NSEC with MX in its bitmap (what the denial change signs):
+	 * next name a.sign.test., types NS SOA MX RRSIG NSEC DNSKEY. */
+	knot_dname_t *apex = knot_dname_from_str_alloc("sign.test.");
+	knot_rrset_t *nsec = knot_rrset_new(apex, KNOT_RRTYPE_NSEC, KNOT_CLASS_IN, 60, NULL);
+	knot_dname_free(apex, NULL);
+	assert_non_null(nsec);
+	uint8_t rd[64];
+	assert_non_null(knot_dname_from_str(rd, "a.sign.test.", KNOT_DNAME_MAXLEN));
+	size_t n = knot_dname_size(rd);
+	const uint8_t bitmap[] = { 0, 7, 0x22, 0x01, 0, 0, 0, 0x03, 0x80 };
+	memcpy(rd + n, bitmap, sizeof(bitmap));
+	assert_int_equal(knot_rrset_add_rdata(nsec, rd, (uint16_t)(n + sizeof(bitmap)), NULL),
+	                 KNOT_EOK);
+	knot_rrset_t *mx = mx_set("sign.test.", 60);
 
-	/* The first owner was evicted long ago: a miss again. */
+	knot_rrset_t sig, again;
 	rcu_read_lock();
-	assert_int_equal(sign_locked(&z, sets[0], &sig), KNOT_EOK);
-	assert_int_equal(verify(sig.rrs.rdata, sets[0], &G.key[0], false), DNSSEC_EOK);
+	assert_int_equal(sign_locked(&z, nsec, &sig), KNOT_EOK);
+	check_header(sig.rrs.rdata, nsec, G.key[0].tag, INCEPTION, EXPIRATION);
+	assert_int_equal(knot_rrsig_type_covered(sig.rrs.rdata), KNOT_RRTYPE_NSEC);
+	assert_int_equal(verify(sig.rrs.rdata, nsec, &G.key[0], false), DNSSEC_EOK);
+	/* The MX at the same owner, TTL and state: another entry. */
+	assert_int_equal(sign_locked(&z, mx, &again), KNOT_EOK);
+	assert_ptr_not_equal(again.rrs.rdata, sig.rrs.rdata);
+	assert_int_equal(knot_rrsig_type_covered(again.rrs.rdata), KNOT_RRTYPE_MX);
+	assert_int_equal(verify(again.rrs.rdata, mx, &G.key[0], false), DNSSEC_EOK);
+	assert_int_equal(mxf_signer_signatures(z.signer), 2);
+	assert_int_equal(sign_locked(&z, nsec, &again), KNOT_EOK);
+	assert_ptr_equal(again.rrs.rdata, sig.rrs.rdata);
 	rcu_read_unlock();
-	assert_int_equal(mxf_signer_signatures(z.signer), BOUND_OWNERS + 1);
+	assert_int_equal(mxf_signer_signatures(z.signer), 2);
 
-	/* All owners again: at most MXF_SIGNER_SLOTS of them can still be
-	 * cached, whatever the order, so at most that many hits. */
-	uint64_t before = mxf_signer_signatures(z.signer);
-	for (int i = BOUND_OWNERS - 1; i >= 0; i--) {
-		rcu_read_lock();
-		assert_int_equal(sign_locked(&z, sets[i], &sig), KNOT_EOK);
-		rcu_read_unlock();
+	knot_rrset_free(mx, NULL);
+	knot_rrset_free(nsec, NULL);
+	zone_clear(&z);
+}
+
+/* Every part of the key makes its own entry; none of them is mistaken for
+ * another (in the collision build all hash alike). */
+static void test_key_parts(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	knot_rrset_t *v[6];
+	v[0] = mx_set("mail.sign.test.", 300);
+	v[1] = mx_set("mail.sign.test.", 301);                 /* TTL */
+	v[2] = mx_set("mail.sign.test.", 300);                 /* one rdata byte */
+	v[2]->rrs.rdata->data[1] ^= 1;
+	v[3] = mx_set("mail.sign.test.", 300);                 /* class */
+	v[3]->rclass = KNOT_CLASS_CH;
+	v[4] = mx_set("mail.sign.test.", 300);                 /* type */
+	v[4]->type = KNOT_RRTYPE_KX;
+	v[5] = mx_set("maim.sign.test.", 300);                 /* owner */
+	knot_rrset_t *spelled = mx_set("MAIL.sign.TEST.", 300); /* same as v[0] */
+
+	const knot_rdata_t *got[6];
+	knot_rrset_t sig;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 6; i++) {
+			rcu_read_lock();
+			assert_int_equal(sign_locked(&z, v[i], &sig), KNOT_EOK);
+			assert_int_equal(knot_rrsig_type_covered(sig.rrs.rdata), v[i]->type);
+			assert_int_equal(knot_rrsig_original_ttl(sig.rrs.rdata), v[i]->ttl);
+			assert_int_equal(sig.rclass, v[i]->rclass);
+			if (v[i]->rclass == KNOT_CLASS_IN) {
+				assert_int_equal(verify(sig.rrs.rdata, v[i], &G.key[0], false),
+				                 DNSSEC_EOK);
+			}
+			if (round == 0) {
+				got[i] = sig.rrs.rdata;
+				for (int j = 0; j < i; j++) {
+					assert_ptr_not_equal(got[i], got[j]);
+				}
+			} else {
+				assert_ptr_equal(got[i], sig.rrs.rdata);
+			}
+			rcu_read_unlock();
+		}
+		assert_int_equal(mxf_signer_signatures(z.signer), 6);
 	}
-	uint64_t misses = mxf_signer_signatures(z.signer) - before;
-	uint64_t hits = BOUND_OWNERS - misses;
-	print_message("bound: %d owners re-queried, %llu hits (slots %d)\n", BOUND_OWNERS,
-	              (unsigned long long)hits, MXF_SIGNER_SLOTS);
-	assert_true(hits <= MXF_SIGNER_SLOTS);
-	assert_true(hits > 0); /* The cache does work. */
+	sign_ok(&z, spelled, &sig);
+	assert_int_equal(mxf_signer_signatures(z.signer), 6);
+	assert_int_equal(stats().entries, 6);
 
-	for (int i = 0; i < BOUND_OWNERS; i++) {
-		knot_rrset_free(sets[i], NULL);
+	for (int i = 0; i < 6; i++) {
+		knot_rrset_free(v[i], NULL);
+	}
+	knot_rrset_free(spelled, NULL);
+	zone_clear(&z);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* MANY_OWNERS owners each signed once, then all served from the cache. */
+static void test_many_owners(void **state)
+{
+	zone_t z;
+	zone_init_fast(&z);
+	double t0 = now_s();
+	for (int i = 0; i < MANY_OWNERS; i++) {
+		assert_int_equal(sign_owner(&z, "o", i), KNOT_EOK);
+	}
+	double t1 = now_s();
+	assert_int_equal(mxf_signer_signatures(z.signer), MANY_OWNERS);
+	mxf_sigcache_stats_t st = stats();
+	assert_int_equal(st.entries, MANY_OWNERS);
+	assert_true(st.used <= st.budget);
+	assert_int_equal(st.evicted, 0);
+
+	for (int i = MANY_OWNERS - 1; i >= 0; i--) {
+		assert_int_equal(sign_owner(&z, "o", i), KNOT_EOK);
+	}
+	double t2 = now_s();
+	assert_int_equal(mxf_signer_signatures(z.signer), MANY_OWNERS);
+
+	/* A sample of them verifies, with the owner each was asked for. */
+	for (int i = 0; i < MANY_OWNERS; i += MANY_OWNERS / 50) {
+		knot_rrset_t *set = owner_mx("o", i);
+		knot_rrset_t sig;
+		rcu_read_lock();
+		assert_int_equal(sign_locked(&z, set, &sig), KNOT_EOK);
+		assert_int_equal(verify(sig.rrs.rdata, set, &G.key[3], false), DNSSEC_EOK);
+		rcu_read_unlock();
+		knot_rrset_free(set, NULL);
+	}
+	assert_int_equal(mxf_signer_signatures(z.signer), MANY_OWNERS);
+	print_message("%d owners: signed in %.2f s, all hits in %.2f s; cache %zu bytes "
+	              "(%zu per entry, index included), budget %zu\n", MANY_OWNERS,
+	              t1 - t0, t2 - t1, st.used, st.used / st.entries, st.budget);
+	zone_clear(&z);
+}
+
+/* Re-signing or a key roll drops the zone's entries at once. */
+static void test_flush_on_state_change(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(sign_owner(&z, "f", i), KNOT_EOK);
+	}
+	size_t one = mxf_signer_cached(z.signer) / 30;
+	assert_int_equal(mxf_signer_cached(z.signer), 30 * one);
+
+	for (int change = 0; change < 2; change++) {
+		knot_rdataset_clear(&z.rrsig, NULL);
+		uint16_t tag = G.key[change].tag; /* Re-signed, then rolled to key[1]. */
+		add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, tag, INCEPTION + 10 + change,
+		             EXPIRATION + 10 + change);
+		uint64_t before = mxf_signer_signatures(z.signer);
+		assert_int_equal(sign_owner(&z, "f", 0), KNOT_EOK);
+		assert_int_equal(mxf_signer_cached(z.signer), one); /* The others went. */
+		assert_int_equal(stats().entries, 1);
+		for (int round = 0; round < 2; round++) {
+			for (int i = 0; i < 30; i++) {
+				assert_int_equal(sign_owner(&z, "f", i), KNOT_EOK);
+			}
+		}
+		assert_int_equal(mxf_signer_signatures(z.signer), before + 30);
+		assert_int_equal(mxf_signer_cached(z.signer), 30 * one);
 	}
 	zone_clear(&z);
+}
+
+/* Private keys are read when the signing state changes, never per RRset. */
+static void test_keys_loaded_once(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	uint64_t loads = stats().key_loads;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(sign_owner(&z, "k", i), KNOT_EOK);
+	}
+	assert_int_equal(stats().key_loads, loads + 1);
+
+	/* Re-signed with the same key: nothing read. */
+	knot_rdataset_clear(&z.rrsig, NULL);
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[0].tag, INCEPTION + 1, EXPIRATION + 1);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(sign_owner(&z, "k", i), KNOT_EOK);
+	}
+	assert_int_equal(stats().key_loads, loads + 1);
+
+	/* Both keys sign the SOA: key[1] is read once. */
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[1].tag, INCEPTION + 1, EXPIRATION + 1);
+	for (int i = 0; i < 20; i++) {
+		knot_rrset_t *set = owner_mx("k", i);
+		knot_rrset_t sig;
+		rcu_read_lock();
+		assert_int_equal(sign_locked(&z, set, &sig), KNOT_EOK);
+		assert_int_equal(sig.rrs.count, 2);
+		rcu_read_unlock();
+		knot_rrset_free(set, NULL);
+	}
+	assert_int_equal(stats().key_loads, loads + 2);
+
+	/* A published key without its private key: one attempt, then the
+	 * failure is remembered (RETRY_MS) instead of read again. */
+	dnskeys(&z.dnskey, 2, 1);
+	knot_rdataset_clear(&z.rrsig, NULL);
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[2].tag, INCEPTION + 2, EXPIRATION + 2);
+	uint64_t failed = stats().key_loads;
+	for (int i = 0; i < 20; i++) {
+		assert_true(sign_owner(&z, "k", i) < 0);
+	}
+	assert_int_equal(stats().key_loads, failed + 1);
+	zone_clear(&z);
+}
+
+static int dnskey_reads;
+
+static const knot_rdataset_t *read_dnskey(void *data)
+{
+	dnskey_reads++;
+	return &((zone_t *)data)->dnskey;
+}
+
+/* Without a DNSKEY set up front, the signer asks for it only when the
+ * zone's signing state changes. */
+static void test_dnskey_on_demand(void **state)
+{
+	zone_t z;
+	zone_init(&z, G.dir);
+	z.zk.dnskey = NULL;
+	z.zk.get_dnskey = read_dnskey;
+	z.zk.get_data = &z;
+	dnskey_reads = 0;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 10; i++) {
+			assert_int_equal(sign_owner(&z, "d", i), KNOT_EOK);
+		}
+	}
+	assert_int_equal(dnskey_reads, 1);
+	knot_rdataset_clear(&z.rrsig, NULL);
+	add_apex_sig(&z.rrsig, KNOT_RRTYPE_SOA, G.key[1].tag, INCEPTION + 3, EXPIRATION + 3);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&z, "d", i), KNOT_EOK);
+	}
+	assert_int_equal(dnskey_reads, 2);
+	assert_int_equal(mxf_signer_signatures(z.signer), 20);
+	zone_clear(&z);
+}
+
+/* Entry and index bytes of one cached RRset, from a fresh cache. */
+static void measure(size_t *entry, size_t *index)
+{
+	zone_t z;
+	zone_init_fast(&z);
+	assert_int_equal(sign_owner(&z, "m", 0), KNOT_EOK);
+	*entry = mxf_signer_cached(z.signer);
+	*index = stats().used - *entry;
+	zone_clear(&z);
+}
+
+/* One zone past the budget: it evicts its own entries, at most `burst`
+ * of them (rate 0), then KNOT_ELIMIT; used never exceeds the budget. */
+static void test_budget_reached(void **state)
+{
+	size_t one, index;
+	measure(&one, &index);
+	mxf_sigcache_limits_t lim = {
+		.base = index + 20 * one + one / 2, .per_zone = 0, .rate = 0, .burst = 5
+	};
+	mxf_sigcache_set_limits(&lim);
+	zone_t z;
+	zone_init_fast(&z);
+	mxf_sigcache_stats_t st0 = stats();
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(sign_owner(&z, "b", i), KNOT_EOK);
+	}
+	assert_int_equal(stats().evicted, st0.evicted);
+	for (int i = 20; i < 25; i++) {
+		assert_int_equal(sign_owner(&z, "b", i), KNOT_EOK);
+		assert_true(stats().used <= stats().budget);
+	}
+	mxf_sigcache_stats_t st = stats();
+	assert_int_equal(st.evicted, st0.evicted + 5);
+	assert_int_equal(st.entries, 20);
+	assert_int_equal(sign_owner(&z, "b", 25), KNOT_ELIMIT);
+	assert_int_equal(stats().limited, st0.limited + 1);
+	uint64_t made = mxf_signer_signatures(z.signer);
+	assert_int_equal(made, 25);
+	/* What is cached is still served; nothing was signed past the cap. */
+	for (int i = 5; i < 25; i++) {
+		assert_int_equal(sign_owner(&z, "b", i), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_signatures(z.signer), made);
+	assert_true(stats().used <= stats().budget);
+	zone_clear(&z);
+	mxf_sigcache_set_limits(NULL);
+}
+
+/* Room comes from the largest zone only while it holds more than the zone
+ * asking would: a small zone keeps its entries against a large one, and
+ * two zones that both want more end up with equal shares. */
+static void test_fairness(void **state)
+{
+	size_t one, index;
+	measure(&one, &index);
+	mxf_sigcache_limits_t lim = {
+		.base = index + 40 * one + one / 2, .per_zone = 0, .rate = 0, .burst = 10000
+	};
+	mxf_sigcache_set_limits(&lim);
+	zone_t a, b;
+	zone_init_fast(&a);
+	zone_init_fast(&b);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(sign_owner(&a, "a", i), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_cached(a.signer), 40 * one);
+
+	/* B takes its 10 from A, the larger. */
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&b, "b", i), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_cached(b.signer), 10 * one);
+	assert_int_equal(mxf_signer_cached(a.signer), 30 * one);
+
+	/* A keeps missing: it evicts its own entries, never B's. */
+	for (int i = 100; i < 300; i++) {
+		assert_int_equal(sign_owner(&a, "a", i), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_cached(a.signer), 30 * one);
+	uint64_t made = mxf_signer_signatures(b.signer);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&b, "b", i), KNOT_EOK);
+	}
+	assert_int_equal(mxf_signer_signatures(b.signer), made);
+
+	/* B wants 40 as well: it grows until both hold about as much. */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 40; i++) {
+			assert_int_equal(sign_owner(&b, "b", i), KNOT_EOK);
+		}
+	}
+	size_t ca = mxf_signer_cached(a.signer), cb = mxf_signer_cached(b.signer);
+	print_message("fairness: A %zu entries, B %zu entries (budget %zu entries)\n",
+	              ca / one, cb / one, (size_t)40);
+	assert_true(ca + cb <= 40 * one);
+	assert_true(ca >= 19 * one && cb >= 19 * one);
+	assert_true(stats().used <= stats().budget);
+	zone_clear(&a);
+	zone_clear(&b);
+	mxf_sigcache_set_limits(NULL);
+}
+
+/* A freed zone's entries leave the index at once; their memory stays
+ * accounted until the next miss hands it to call_rcu(); the last signer's
+ * free empties the cache. */
+static void test_unload(void **state)
+{
+	zone_t a, b;
+	zone_init_fast(&a);
+	zone_init_fast(&b);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(sign_owner(&a, "u", i), KNOT_EOK);
+	}
+	assert_int_equal(sign_owner(&b, "u", 0), KNOT_EOK);
+	size_t one = mxf_signer_cached(b.signer);
+	mxf_sigcache_stats_t st = stats();
+	assert_int_equal(st.entries, 11);
+	assert_int_equal(st.signers, 2);
+
+	zone_clear(&a);
+	mxf_sigcache_stats_t after = stats();
+	assert_int_equal(after.entries, 1);
+	assert_int_equal(after.signers, 1);
+	assert_int_equal(after.used, st.used);
+	assert_int_equal(after.budget, st.budget - MXF_SIGCACHE_PER_ZONE);
+
+	assert_int_equal(sign_owner(&b, "u", 1), KNOT_EOK);
+	after = stats();
+	assert_int_equal(after.entries, 2);
+	assert_int_equal(after.used, st.used - 10 * one + one);
+	zone_clear(&b);
+	after = stats();
+	assert_int_equal(after.entries, 0);
+	assert_int_equal(after.used, 0);
+	assert_int_equal(after.signers, 0);
+}
+
+/* Threads hitting, missing and evicting at once (for the sanitizers). */
+#define THREADS		4
+#define THREAD_OPS	3000
+#define THREAD_OWNERS	300
+
+typedef struct {
+	zone_t *z[2];
+	unsigned seed;
+	_Atomic int *bad;
+} thread_arg_t;
+
+static void *thread_main(void *data)
+{
+	thread_arg_t *arg = data;
+	rcu_register_thread();
+	for (int n = 0; n < THREAD_OPS; n++) {
+		zone_t *z = arg->z[rand_r(&arg->seed) % 2];
+		knot_rrset_t *set = owner_mx("t", rand_r(&arg->seed) % THREAD_OWNERS);
+		knot_rrset_t sig;
+		rcu_read_lock();
+		int ret = mxf_signer_sign(z->signer, set, &z->zk, &sig);
+		if (ret != KNOT_EOK || sig.rrs.count != 1 ||
+		    knot_rrsig_key_tag(sig.rrs.rdata) != G.key[3].tag ||
+		    (n % 100 == 0 && verify(sig.rrs.rdata, set, &G.key[3], false) != DNSSEC_EOK)) {
+			atomic_fetch_add(arg->bad, 1);
+		}
+		rcu_read_unlock();
+		knot_rrset_free(set, NULL);
+	}
+	rcu_unregister_thread();
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	size_t one, index;
+	measure(&one, &index);
+	mxf_sigcache_limits_t lim = {
+		.base = index + 100 * one, .per_zone = 0, .rate = 0, .burst = 1000000
+	};
+	mxf_sigcache_set_limits(&lim);
+	zone_t a, b;
+	zone_init_fast(&a);
+	zone_init_fast(&b);
+	_Atomic int bad = 0;
+	pthread_t tid[THREADS];
+	thread_arg_t arg[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		arg[i] = (thread_arg_t) { .z = { &a, &b }, .seed = 7u * i + 1, .bad = &bad };
+		assert_int_equal(pthread_create(&tid[i], NULL, thread_main, &arg[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+	}
+	assert_int_equal(atomic_load(&bad), 0);
+	mxf_sigcache_stats_t st = stats();
+	print_message("threads: %d x %d lookups, %llu + %llu signatures, %llu evictions\n",
+	              THREADS, THREAD_OPS,
+	              (unsigned long long)mxf_signer_signatures(a.signer),
+	              (unsigned long long)mxf_signer_signatures(b.signer),
+	              (unsigned long long)st.evicted);
+	assert_true(st.used <= st.budget);
+	zone_clear(&a);
+	zone_clear(&b);
+	mxf_sigcache_set_limits(NULL);
 }
 
 static void test_missing_private_key(void **state)
@@ -684,12 +1167,16 @@ static int group_setup(void **state)
 	if (mkdtemp(G.dir) == NULL || mkdtemp(G.other_dir) == NULL) {
 		return -1;
 	}
-	gen_key(G.dir, &G.key[0]);
-	gen_key(G.dir, &G.key[1]);
-	gen_key(G.other_dir, &G.key[2]);
-	if (G.key[0].tag == G.key[1].tag || G.key[0].tag == G.key[2].tag ||
-	    G.key[1].tag == G.key[2].tag) {
-		return -1; /* 1 in ~20,000: key tags collide; rerun. */
+	gen_key(G.dir, &G.key[0], ALG);
+	gen_key(G.dir, &G.key[1], ALG);
+	gen_key(G.other_dir, &G.key[2], ALG);
+	gen_key(G.dir, &G.key[3], ALG_FAST);
+	for (int i = 0; i < 4; i++) {
+		for (int j = 0; j < i; j++) {
+			if (G.key[i].tag == G.key[j].tag) {
+				return -1; /* 1 in ~10,000: key tags collide; rerun. */
+			}
+		}
 	}
 	return 0;
 }
@@ -697,7 +1184,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	rcu_barrier();
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		dnssec_key_free(G.key[i].pub);
 		dnssec_binary_free(&G.key[i].rdata);
 	}
@@ -717,7 +1204,16 @@ int main(void)
 		cmocka_unit_test(test_cache_hit),
 		cmocka_unit_test(test_resign_on_zone_change),
 		cmocka_unit_test(test_ttl_separate_entry),
-		cmocka_unit_test(test_cache_bound),
+		cmocka_unit_test(test_any_type),
+		cmocka_unit_test(test_key_parts),
+		cmocka_unit_test(test_many_owners),
+		cmocka_unit_test(test_flush_on_state_change),
+		cmocka_unit_test(test_keys_loaded_once),
+		cmocka_unit_test(test_dnskey_on_demand),
+		cmocka_unit_test(test_budget_reached),
+		cmocka_unit_test(test_fairness),
+		cmocka_unit_test(test_unload),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_missing_private_key),
 		cmocka_unit_test(test_keystore_order),
 		cmocka_unit_test(test_unsigned_zone),
