@@ -8,7 +8,7 @@ later is enrolled by its group; a group change takes effect at `knotc reload`
 
 import unittest
 
-from knotharness import FILTER_SET, Knotd, Raw, Zone, main, summary, zone_text
+from knotharness import FILTER_SET, Config, Knotd, Raw, Zone, main, summary, zone_text
 
 LEGACY = "@ MX 5 mailgate\nmailgate A 192.0.2.25"
 MEMBERS = ("member1.test", "member2.test", "member3.test", "member4.test")
@@ -32,9 +32,9 @@ class Catalog(unittest.TestCase):
                    text=catalog(1, [("member1.test", "filtered"), ("member2.test", None)]),
                    extra={"catalog-role": "interpret",
                           "catalog-template": Raw("[ plain, filtered ]")})
-        cls.k = Knotd([cat], templates=[{"id": "plain"},
-                                        {"id": "filtered", "module": "mod-mxfilter"}],
-                      zone_files={m: zone_text(m, LEGACY) for m in MEMBERS})
+        cls.k = Knotd(Config([cat], templates=[{"id": "plain"},
+                                               {"id": "filtered", "module": "mod-mxfilter"}],
+                             files={m: zone_text(m, LEGACY) for m in MEMBERS}))
         cls.k.start()
         try:
             cls.k.wait_zones_loaded(zones=["member1.test", "member2.test"])

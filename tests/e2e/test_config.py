@@ -8,7 +8,7 @@ configuration passes; a bad configuration given to a running server by
 import re
 import unittest
 
-from knotharness import (FILTER_SET, Knotd, Zone, conf_check, free_port,
+from knotharness import (FILTER_SET, Config, Knotd, Zone, conf_check, free_port,
                          knotd_try_start, main, require_module, summary)
 
 # (item, value as written in knot.conf, strings one of which the message
@@ -85,7 +85,7 @@ def bad_policy(item, value):
     return "mod-mxfilter:\n  - id: bad\n    %s: %s\n" % (item, value)
 
 
-class Config(unittest.TestCase):
+class Configuration(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.so = require_module()
@@ -130,14 +130,13 @@ class Config(unittest.TestCase):
         serving with the old one (nothing half-loaded)."""
         z = Zone("your-domain.com", "@ MX 5 mailgate\nmailgate A 192.0.2.25",
                  module="mod-mxfilter/securemail")
-        k = Knotd([z], mod_mxfilter=[{"id": "securemail", "ttl": 600}])
+        k = Knotd(Config([z], policies=[{"id": "securemail", "ttl": 600}]))
         with k:
             r = k.kdig("your-domain.com", "MX")
             self.assertEqual((r.mx(), {a[1] for a in r.answer}), (FILTER_SET, {600}))
-            k.mod_mxfilter = [{"id": "securemail", "ttl": 60,
-                               "exchange": ["10 a.example.", "10 A.example"]}]
-            k.write_conf()
-            out = k.knotc("reload", check=False)
+            k.config.policies = [{"id": "securemail", "ttl": 60,
+                                  "exchange": ["10 a.example.", "10 A.example"]}]
+            out = k.reload(check=False)
             self.assertRegex(out, r"(?i)error|invalid|duplicate", out)
             r = k.kdig("your-domain.com", "MX")
             self.assertEqual(r.mx(), FILTER_SET, r.text())

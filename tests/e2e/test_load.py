@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import unittest
 
-from knotharness import FILTER_SET, Knotd, Zone, main, run, summary
+from knotharness import FILTER_SET, Config, Knotd, Zone, main, run, summary
 
 BODY = """
 @ MX 5 mailgate
@@ -30,8 +30,8 @@ QUERIES = ["load.test MX", "sub.load.test MX", "a.wild.load.test MX",
 class Load(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.k = Knotd([Zone("load.test", BODY, module="mod-mxfilter")], log_level="info",
-                      server={"udp-workers": 3, "tcp-workers": 3})
+        cls.k = Knotd(Config([Zone("load.test", BODY, module="mod-mxfilter")], log_level="info",
+                             server={"udp-workers": 3, "tcp-workers": 3}))
         cls.k.start()
         cls.tmp = tempfile.mkdtemp(prefix="mxf-load-")
         cls.data = os.path.join(cls.tmp, "queries")

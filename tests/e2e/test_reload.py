@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from knotharness import FILTER_SET, Knotd, Zone, main, summary, zone_text
+from knotharness import FILTER_SET, Config, Knotd, Zone, main, summary, zone_text
 
 BODY = """
 @ MX 5 mailgate
@@ -21,9 +21,9 @@ ROLLOUT_BODY = "@ MX 5 old.rollout.example."
 class Reload(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.k = Knotd([Zone("your-domain.com", BODY, module="mod-mxfilter"),
-                       Zone("rollout.test", ROLLOUT_BODY, module="mod-mxfilter/rollout")],
-                      mod_mxfilter=[{"id": "rollout", "mode": "audit"}])
+        cls.k = Knotd(Config([Zone("your-domain.com", BODY, module="mod-mxfilter"),
+                              Zone("rollout.test", ROLLOUT_BODY, module="mod-mxfilter/rollout")],
+                             policies=[{"id": "rollout", "mode": "audit"}]))
         cls.k.start()
 
     @classmethod
@@ -96,8 +96,7 @@ class Reload(unittest.TestCase):
                         "\n".join(self.k.module_lines()))
         # The action is part of the audit key: the `blocked` line comes at
         # once whatever log-interval (test_audit.py checks it with 3600).
-        self.k.mod_mxfilter = [{"id": "rollout", "mode": "enforce", "log-interval": 0}]
-        self.k.write_conf()
+        self.k.config.policies = [{"id": "rollout", "mode": "enforce", "log-interval": 0}]
         mark = self.k.mark()
         self.k.reload()
         r = self.k.kdig("rollout.test", "MX")
@@ -111,8 +110,7 @@ class Reload(unittest.TestCase):
 
     def test_4_unenrol(self):
         """Removing the module from a zone and reloading serves the data."""
-        self.k.zones[1].module = None
-        self.k.write_conf()
+        self.k.config.zones[1].module = None
         self.k.reload()
         r = self.k.kdig("rollout.test", "MX")
         self.assertEqual(r.mx(), [(5, "old.rollout.example.")], r.text())

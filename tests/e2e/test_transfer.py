@@ -10,7 +10,7 @@ from 127.0.0.0/8 in every case, so any refusal is the module's.
 import re
 import unittest
 
-from knotharness import Knotd, Zone, main, summary
+from knotharness import Config, Knotd, Zone, main, summary
 
 LEGACY = """
 @ MX 5 mailgate
@@ -42,8 +42,7 @@ def prefix(zone):
 class Transfer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES)
-        cls.k.start()
+        cls.k = Knotd(Config(ZONES, policies=POLICIES)).start()
 
     @classmethod
     def tearDownClass(cls):
