@@ -101,11 +101,11 @@ def zones(baseline=None):
 
 
 def knotd_args():
-    """Keyword arguments for kh.Knotd: mod-hookfloor when it is built."""
+    """Keyword arguments for kh.Config: mod-hookfloor when it is built."""
     so = hookfloor_so()
     if not so:
         return {}
-    return {"extra_modules": [("mod-hookfloor", so)], "extra_conf": HOOKFLOOR_CONF}
+    return {"modules": [("mod-hookfloor", so)], "sections": HOOKFLOOR_CONF}
 
 
 # Query cases: name -> (qname, qtype[, baseline.test variant, see zones()]).
@@ -218,7 +218,7 @@ def check_answers(k):
 def qps_rounds(args, tmp):
     out("== throughput: dnsperf, %d interleaved rounds x %g s per side "
         "(noisy: +-4%% between identical rounds) ==" % (args.rounds, args.seconds))
-    k = kh.Knotd(zones(), log_level="info", **knotd_args())
+    k = kh.Knotd(kh.Config(zones(), log_level="info", **knotd_args()))
     k.start()
     rows = []
     try:
@@ -273,38 +273,16 @@ class CallgrindKnotd(kh.Knotd):
     START_TIMEOUT = 240.0
 
     def __init__(self, out_file, tmp, baseline=None, **kw):
-        kw.update(knotd_args())
-        super().__init__(zones(baseline), log_level="info", **kw)
+        super().__init__(kh.Config(zones(baseline), log_level="info", **knotd_args()),
+                         wrapper=[VALGRIND, "--tool=callgrind",
+                                  "--callgrind-out-file=" + out_file], **kw)
         self.out_file = out_file
-        self.wrapper = os.path.join(tmp, "knotd-callgrind.sh")
-        with open(self.wrapper, "w") as f:
-            f.write("#!/bin/sh\nexec %s --tool=callgrind --callgrind-out-file=%s "
-                    "%s \"$@\"\n" % (VALGRIND, out_file, kh.KNOTD))
-        os.chmod(self.wrapper, 0o755)
-
-    def start(self):
-        saved = kh.KNOTD
-        kh.KNOTD = self.wrapper
-        try:
-            return super().start()
-        finally:
-            kh.KNOTD = saved
 
     def stop_and_wait(self, timeout=240):
         """knotc stop, wait for the callgrind dump; return the log text."""
-        log = ""
-        if self.proc is not None and self.proc.poll() is None:
-            self._knotc_raw("stop", timeout=30)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc is not None and self.proc.poll() is not None:
-            # Exited as asked: nothing left for stop() but the clean-up.
-            self.proc = None
-            self._err.close()
+        self.stop(check=False, keep_dir=True, timeout=timeout)
         log = self.log_text()
-        self.stop(check=False)
+        self.remove_dir()
         return log
 
 
@@ -335,7 +313,7 @@ def callgrind_run(case, n, tmp, rate):
         if CALLGRIND_CONTROL is not None:
             # Drop start-up from the counts (it varies by ~+-50k between
             # runs); what remains is the queries, idling and shut-down.
-            kh.run([CALLGRIND_CONTROL, "-z", str(k.proc.pid)], timeout=60)
+            kh.run([CALLGRIND_CONTROL, "-z", str(k.pid)], timeout=60)
         if case is None:
             time.sleep(n / rate)
         else:

@@ -138,7 +138,7 @@ for _fl, _zone in sorted(DENIAL.items()):
 def wire_do(qname, qtype="MX"):
     """One query with EDNS payload BUFSIZE and DO, in dnsperf's -B format
     (2-byte length, then the message; dnsperf sets the IDs)."""
-    msg = struct.pack("!6H", 0, 0, 1, 0, 0, 1) + kh._qname_wire(qname)
+    msg = struct.pack("!6H", 0, 0, 1, 0, 0, 1) + kh.qname_wire(qname)
     msg += struct.pack("!HH", kh.TYPES[qtype], 1)
     msg += b"\0" + struct.pack("!HHIH", kh.TYPES["OPT"], BUFSIZE, 0x8000, 0)
     return struct.pack("!H", len(msg)) + msg
@@ -322,7 +322,7 @@ def qps_rounds(args, tmp):
     out("== throughput: dnsperf UDP, MX + DO, EDNS %d, apex/sub mix, %d interleaved "
         "rounds x %g s per side (noisy: +-4%% between identical rounds) ==" % (
             BUFSIZE, args.rounds, args.seconds))
-    k = kh.Knotd(zones(), log_level="info", extra_conf=NSEC3_POLICY)
+    k = kh.Knotd(kh.Config(zones(), log_level="info", sections=NSEC3_POLICY))
     k.start()
     try:
         # The very first DO answers of enforced.test: signature cache misses
@@ -388,8 +388,9 @@ class CallgrindKnotd(srv.CallgrindKnotd):
 
     def __init__(self, out_file, tmp, denial_module=True, **kw):
         super().__init__(out_file, tmp, **kw)
-        self.zones = zones(denial_module)
-        self.extra_conf = (self.extra_conf + "\n" if self.extra_conf else "") + NSEC3_POLICY
+        self.config.zones = zones(denial_module)
+        self.config.sections = (self.config.sections + "\n" if self.config.sections else "") + \
+            NSEC3_POLICY
 
 
 def warm_up(k, fill_cache):
@@ -421,7 +422,7 @@ def callgrind_run(case, n, tmp, rate):
     lost = 0
     try:
         warm_up(k, True)
-        kh.run([srv.CALLGRIND_CONTROL, "-z", str(k.proc.pid)], timeout=60)
+        kh.run([srv.CALLGRIND_CONTROL, "-z", str(k.pid)], timeout=60)
         if case is None:
             time.sleep(n / rate)
         else:
@@ -451,7 +452,7 @@ def callgrind_miss(tmp, idle):
     k.start()
     try:
         warm_up(k, False)
-        kh.run([srv.CALLGRIND_CONTROL, "-z", str(k.proc.pid)], timeout=60)
+        kh.run([srv.CALLGRIND_CONTROL, "-z", str(k.pid)], timeout=60)
         for label, qname in steps:
             before = set(glob.glob(cg + "*"))
             if qname:
@@ -461,7 +462,7 @@ def callgrind_miss(tmp, idle):
                     raise RuntimeError("cache-miss run: " + problem)
             time.sleep(idle)
             kh.run([srv.CALLGRIND_CONTROL, "--dump=" + label.split()[0],
-                    str(k.proc.pid)], timeout=60)
+                    str(k.pid)], timeout=60)
             new = sorted(set(glob.glob(cg + "*")) - before)
             if len(new) != 1:
                 raise RuntimeError("callgrind_control -d: dump files %r" % new)
@@ -476,7 +477,7 @@ def callgrind_denial(args, tmp, zero):
     vs the same zone without the module (ZERO: a run without queries)."""
     n = args.queries
     for enrolled in (True, False):
-        k = kh.Knotd(zones(enrolled), log_level="info", extra_conf=NSEC3_POLICY)
+        k = kh.Knotd(kh.Config(zones(enrolled), log_level="info", sections=NSEC3_POLICY))
         k.start()
         try:
             for line in check_denial(k, enrolled):

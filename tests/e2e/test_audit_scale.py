@@ -19,7 +19,7 @@ import tempfile
 import time
 import unittest
 
-from knotharness import Knotd, main, run, summary
+from knotharness import Config, Knotd, main, run, summary
 
 ZONES = 20000
 REPEAT = 300
@@ -40,19 +40,19 @@ class ScaleKnotd(Knotd):
 
     START_TIMEOUT = 180.0  # knotc answers once the zones are set up.
 
-    def __init__(self, domains, files, **kw):
-        super().__init__([], **kw)
+    def __init__(self, domains, files, config):
+        super().__init__(config)
         self.domains = domains
         self.files = files  # template id -> zone file text
 
     def render_conf(self):
-        self.templates = []
+        self.config.templates = []
         for tid, text in self.files.items():
             path = os.path.join(self.dir, "zones", tid + ".zone")
             with open(path, "w") as f:
                 f.write(text)
-            self.templates.append({"id": tid, "module": "mod-mxfilter/" + tid,
-                                   "file": path})
+            self.config.templates.append({"id": tid, "module": "mod-mxfilter/" + tid,
+                                          "file": path})
         return super().render_conf() + "zone:\n" + "".join(
             "  - domain: %s\n    template: %s\n" % d for d in self.domains)
 
@@ -61,8 +61,8 @@ class ScaleKnotd(Knotd):
         deadline = time.monotonic() + 180
         n = 0
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("knotd exited with %d" % self.proc.returncode)
+            if not self.alive():
+                raise RuntimeError("knotd exited with %s" % self.exit_status)
             n = len(re.findall(r"\] loaded, serial ", self.log_text()))
             if n >= want:
                 return
@@ -76,11 +76,10 @@ class Scale(unittest.TestCase):
     def setUpClass(cls):
         domains = [("z%05d.scale" % i, "scale") for i in range(ZONES)]
         domains += [("r%03d.repeat" % i, "repeat") for i in range(REPEAT)]
-        cls.k = ScaleKnotd(
-            domains, {"scale": BIG, "repeat": ONE}, log_level="info",
-            mod_mxfilter=[{"id": "scale", "counters": False},
-                          {"id": "repeat", "counters": False, "log-interval": INTERVAL}],
-            server={"udp-workers": 2, "tcp-workers": 4})
+        cls.k = ScaleKnotd(domains, {"scale": BIG, "repeat": ONE}, Config(
+            policies=[{"id": "scale", "counters": False},
+                      {"id": "repeat", "counters": False, "log-interval": INTERVAL}],
+            log_level="info", server={"udp-workers": 2, "tcp-workers": 4}))
         t0 = time.monotonic()
         cls.k.start()
         cls.load_s = time.monotonic() - t0

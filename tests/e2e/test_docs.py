@@ -21,10 +21,9 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import unittest
 
-from knotharness import (TRY_START_CONF, Knotd, Zone, free_port, knotd_try_start, main,
+from knotharness import (COUNTERS, TRY_START_CONF, Config, Knotd, Zone, knotd_try_start, main,
                          module_so, require_module, summary)
 
 SRC = os.environ.get("MXFILTER_SRC") or os.path.abspath(
@@ -159,7 +158,7 @@ class Docs(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         require_module()
-        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES, log_level="info",
+        cls.k = Knotd(Config(ZONES, policies=POLICIES, log_level="info"),
                       allow_module_errors=True)
         cls.k.start()
         k = cls.k
@@ -177,8 +176,7 @@ class Docs(unittest.TestCase):
         cls.lines = k.module_lines()
         # The signing error is written at module load: a zone on a PKCS #11
         # key store (which knotd then fails to sign; it keeps running).
-        rc, out = knotd_try_start(SIGN_CONF.replace("@SO@", module_so())
-                                  .replace("@PORT@", str(free_port())), timeout=3)
+        rc, out = knotd_try_start(SIGN_CONF, timeout=3)
         cls.lines += [l for l in out.splitlines() if "module 'mod-mxfilter" in l]
 
     @classmethod
@@ -217,18 +215,23 @@ class Docs(unittest.TestCase):
                      "outgoing transfer refused", "failed to enforce MX",
                      "cannot sign enforced answers"):
             self.assertIn(kind, kinds, "the run did not produce every line")
+        # One policy line per module configuration (the ids' settings all
+        # differ here), at load.
+        policy = self.k.module_lines(pattern="policy loaded")
+        self.assertEqual(sorted(re.search(r"module '([^']+)'", l).group(1) for l in policy),
+                         ["mod-mxfilter"] + ["mod-mxfilter/" + p["id"] for p in
+                                             sorted(POLICIES, key=lambda p: p["id"])],
+                         "\n".join(policy))
         # The policy line names the version this build was made with.
         version = os.environ.get("MXFILTER_VERSION")
         if version:
-            policy = [l for l in self.lines if "policy loaded" in l]
-            self.assertTrue(policy)
-            for l in policy:
+            for l in [l for l in self.lines if "policy loaded" in l]:
                 self.assertIn(", policy loaded, version %s, " % version, l)
 
     def test_counters(self):
         """Documented counters == `knotc -f zone-stats` counters."""
         real = set(self.k.zone_stats("your-domain.com"))
-        self.assertEqual(len(real), 9, real)
+        self.assertEqual(sorted(real), sorted(COUNTERS), real)
         rst = read(os.path.join(SRC, "docs", "mxfilter.rst"))
         block = set(re.findall(r"mod-mxfilter\.([a-z]+(?:\[[a-z]+\])?) = \d+", rst))
         self.assertEqual(block, real, "docs/mxfilter.rst zone-stats example")

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Behaviour 7, fail closed: when the module cannot build the enforced
-answer the client gets SERVFAIL, never the legacy record.
+answer the client gets SERVFAIL, never the legacy record, counted as
+`failed` and logged at level error, one line per zone and served owner.
 
-Uses the fault-injection build ($MXFILTER_FAULTY_SO) loaded with
-MXFILTER_FAULT=enomem in knotd's environment: every enforcement fails.
+- the fault-injection build ($MXFILTER_FAULTY_SO; skipped without it) with
+  MXFILTER_FAULT=enomem in knotd's environment: every enforcement fails,
+  also synthesis and with `counters: off`; everything else answers;
+- the same build with MXFILTER_FAULT=load: the module's setup fails, MX and
+  ANY queries of its zones get SERVFAIL, other types are answered;
+- the real build on a zone that also runs mod-onlinesign: refused at load,
+  the same way.
 """
 
+import re
 import unittest
 
-from knotharness import Knotd, Raw, Zone, main, module_so, summary
+from knotharness import Config, Knotd, Raw, Zone, faulty_module, main, summary
 
 LEGACY = """
 @ MX 5 mailgate
@@ -35,14 +42,23 @@ POLICIES = [{"id": "nostats", "counters": "off"}]
 LEGACY_NAMES = ("mailgate", "smtp.isp.net", "old.example")
 
 
+def error_owners(k, zone, since=0):
+    """The served owners of ZONE's `failed to enforce MX` lines after SINCE
+    (one line per owner and minute), in order."""
+    k.settle_log()
+    out = []
+    for l in k.module_lines(since, r"\[%s\.\] .*failed to enforce MX" % re.escape(zone)):
+        m = re.search(r" error: \[%s\.\] module 'mod-mxfilter(/\w+)?', failed to enforce MX, "
+                      r"owner (\S+), answered SERVFAIL, suppressed \d+ \(not enough memory\)$"
+                      % re.escape(zone), l)
+        out.append(m.group(2) if m else l)
+    return out
+
+
 class FailClosed(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        so = module_so("MXFILTER_FAULTY_SO")
-        if so is None:
-            raise unittest.SkipTest("MXFILTER_FAULTY_SO not set or missing: the "
-                                    "fault-injection build is needed for this test")
-        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES, so=so,
+        cls.k = Knotd(Config(ZONES, policies=POLICIES, module=faulty_module()),
                       env={"MXFILTER_FAULT": "enomem"}, allow_module_errors=True)
         cls.k.start()
 
@@ -74,11 +90,15 @@ class FailClosed(unittest.TestCase):
         after = self.k.zone_stats("legacy.test")
         self.assertEqual(after.get("failed", 0) - before.get("failed", 0), n, after)
         self.assertEqual(after.get("enforced", 0) - before.get("enforced", 0), 0, after)
-        lines = self.k.wait_log(r" error: \[legacy\.test\.\] module 'mod-mxfilter")
-        self.assertTrue(lines, "failures are logged at error level:\n" +
-                        "\n".join(self.k.module_lines()))
+        # Logged at error level, one line per served owner (the wildcard's
+        # name for its answers, the CNAME's target): 20 failures, 4 lines.
+        self.k.wait_log(r" error: \[legacy\.test\.\] module 'mod-mxfilter", count=4)
+        self.assertEqual(sorted(error_owners(self.k, "legacy.test")),
+                         ["*.wild.legacy.test.", "legacy.test.", "mxonly.legacy.test.",
+                          "sub.legacy.test."], "\n".join(self.k.module_lines()))
         summary("fail closed", seen[:4] + ["... %d queries, failed +%d" % (
-            n, after.get("failed", 0) - before.get("failed", 0))] + lines[:2])
+            n, after.get("failed", 0) - before.get("failed", 0))] +
+            self.k.module_lines(pattern="legacy.test")[:2])
 
     def test_counters_off_fails_closed(self):
         """counters: off: the same SERVFAIL and error line, nothing counted."""
@@ -88,17 +108,26 @@ class FailClosed(unittest.TestCase):
                 r = self.k.wire(name, "MX", tcp=tcp)
                 self.assertEqual(r.rcode, "SERVFAIL", name + "\n" + r.text())
                 self.assertEqual(r.all_records(), [], r.text())
-        lines = self.k.wait_log(r" error: \[nostats\.test\.\] module 'mod-mxfilter/nostats', "
-                                r"failed to enforce MX", mark)
-        self.assertTrue(lines, "\n".join(self.k.module_lines(mark)))
+        self.k.wait_log(r" error: \[nostats\.test\.\] module 'mod-mxfilter/nostats', "
+                        r"failed to enforce MX", mark, count=2)
+        self.assertEqual(error_owners(self.k, "nostats.test", mark),
+                         ["nostats.test.", "sub.nostats.test."],
+                         "\n".join(self.k.module_lines(mark)))
         self.assertEqual(self.k.zone_stats("nostats.test"), {})
         self.assertTrue(self.k.alive())
 
     def test_synthesis_fails_closed(self):
         """An apex MX query that needs synthesis fails as SERVFAIL too."""
-        r = self.k.kdig("empty.test", "MX")
-        self.assertIn(r.rcode, ("SERVFAIL",), r.text())
-        self.assertEqual(r.answer, [])
+        mark = self.k.mark()
+        got = []
+        d = self.k.stats_delta("empty.test",
+                               lambda: got.append(self.k.kdig("empty.test", "MX", tcp=True)))
+        r = got[0]
+        self.assertEqual(r.rcode, "SERVFAIL", r.text())
+        self.assertEqual(r.all_records(), [], r.text())
+        self.assertEqual((d["failed"], d["synthesized"]), (1, 0), d)
+        self.k.wait_log(r"\[empty\.test\.\] .*failed to enforce MX", mark)
+        self.assertEqual(error_owners(self.k, "empty.test", mark), ["empty.test."])
 
     def test_nothing_else_breaks(self):
         """Non-MX queries, compliant sets and other zones still answer."""
@@ -106,7 +135,7 @@ class FailClosed(unittest.TestCase):
         self.assertEqual((r.rcode, r.answer),
                          ("NOERROR", [("www.legacy.test.", 3600, "A", "192.0.2.80")]))
         r = self.k.kdig("compliant.legacy.test", "MX")
-        self.assertEqual(r.rcode, "NOERROR", r.text())
+        self.assertEqual((r.rcode, r.aa, r.tc), ("NOERROR", True, False), r.text())
         self.assertEqual(r.mx(), [(10, "france.security-mail.net."),
                                   (20, "europe.security-mail.net.")])
         r = self.k.kdig("plain.test", "MX")
@@ -120,10 +149,7 @@ class LoadFailsClosed(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        so = module_so("MXFILTER_FAULTY_SO")
-        if so is None:
-            raise unittest.SkipTest("MXFILTER_FAULTY_SO not set or missing")
-        cls.k = Knotd(ZONES, mod_mxfilter=POLICIES, so=so,
+        cls.k = Knotd(Config(ZONES, policies=POLICIES, module=faulty_module()),
                       env={"MXFILTER_FAULT": "load"}, allow_module_errors=True)
         cls.k.start()
 
@@ -146,10 +172,14 @@ class LoadFailsClosed(unittest.TestCase):
                          ("NOERROR", [("www.legacy.test.", 3600, "A", "192.0.2.80")]))
         r = self.k.kdig("plain.test", "MX")
         self.assertEqual((r.rcode, r.mx()), ("NOERROR", [(5, "mail.plain.test.")]))
-        lines = self.k.wait_log(r" error: \[legacy\.test\.\] module 'mod-mxfilter', "
-                                r"cannot enforce, MX and ANY queries will get SERVFAIL")
-        self.assertTrue(lines, "\n".join(self.k.module_lines()))
-        summary("load fails closed", seen[:3] + lines[:1])
+        # One line per zone, at load.
+        for zone, mod in (("legacy.test", ""), ("empty.test", ""), ("nostats.test", "/nostats")):
+            lines = self.k.module_lines(pattern=r"\[%s\.\] " % re.escape(zone))
+            self.assertEqual(len(lines), 1, "\n".join(self.k.module_lines()))
+            self.assertRegex(lines[0], r" error: \[%s\.\] module 'mod-mxfilter%s', cannot "
+                             r"enforce, MX and ANY queries will get SERVFAIL"
+                             % (re.escape(zone), mod))
+        summary("load fails closed", seen[:3] + self.k.module_lines()[:1])
 
 
 class OnlinesignRefused(unittest.TestCase):
@@ -169,10 +199,12 @@ class OnlinesignRefused(unittest.TestCase):
             r = k.kdig("www.os.test", "A")
             self.assertEqual((r.rcode, r.answer),
                              ("NOERROR", [("www.os.test.", 3600, "A", "192.0.2.80")]))
-            lines = k.wait_log(r"error: \[os\.test\.\] module 'mod-mxfilter', cannot "
-                               r"enforce, .*mod-onlinesign on the same zone is not supported")
-            self.assertTrue(lines, "\n".join(k.module_lines()))
-            summary("mod-onlinesign refused", lines[:1])
+            k.settle_log()
+            lines = k.module_lines(pattern=r" (error|critical): ")
+            self.assertEqual(len(lines), 1, "\n".join(k.module_lines()))
+            self.assertRegex(lines[0], r"error: \[os\.test\.\] module 'mod-mxfilter', cannot "
+                             r"enforce, .*mod-onlinesign on the same zone is not supported")
+            summary("mod-onlinesign refused", lines)
 
 
 if __name__ == "__main__":

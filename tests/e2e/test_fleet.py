@@ -33,7 +33,7 @@ import re
 import time
 import unittest
 
-from knotharness import (FILTER_SET, Knotd, Zone, free_port, main,
+from knotharness import (FILTER_SET, Config, Knotd, Zone, assert_enforced, free_port, main,
                          require_module, summary, wire_query, zone_text)
 
 SRC = os.environ.get("MXFILTER_SRC") or os.path.join(
@@ -100,28 +100,20 @@ def cat_rename(text, uid, new_uid):
 
 
 class FleetKnotd(Knotd):
-    """A Knotd whose knot.conf is a configs/fleet file. FIXED_PORT: listen
-    there (its peer's configuration names it before it starts)."""
+    """A Knotd whose knot.conf is a configs/fleet file (CONFIG gives the
+    zone files to write and the zones to wait for; PORT, when given, is
+    where its peer's configuration says it listens)."""
 
-    def __init__(self, conf_file, values, zones=(), fixed_port=None, extra_zones=(),
-                 **kw):
-        super().__init__(zones=zones, **kw)
+    def __init__(self, conf_file, values, config, **kw):
+        super().__init__(config, **kw)
         self.conf_template = read(conf_file)
         self.values = dict(values)
-        self.fixed_port = fixed_port
-        self.extra_zones = list(extra_zones)
+        self.extra_zones = []  # Zones added to the file's `zone:` section.
 
     def render_conf(self):
-        if self.fixed_port:
-            self.port = self.fixed_port
         text = fill(self.conf_template, RUNDIR=self.dir, PORT=self.port, **self.values)
         # `zone:` is the last section: more zones are more list entries.
         return text + "".join("  - domain: %s\n" % z for z in self.extra_zones)
-
-    def serial(self, zone):
-        rc, out, _ = self._knotc_raw("zone-status", zone, timeout=5)
-        m = re.search(r"serial: (\d+)", out) if rc == 0 else None
-        return int(m.group(1)) if m else None
 
 
 class Fleet(unittest.TestCase):
@@ -133,10 +125,9 @@ class Fleet(unittest.TestCase):
         for _ in range(5):
             sport = free_port()
             cls.p = FleetKnotd(
-                "primary.conf", {"SECONDARY_PORT": sport}, load_module=False,
-                name="primary",
-                zones=[Zone(CATALOG, text=cls.catalog), Zone(FILTERED, LEGACY),
-                       Zone(PLAIN, LEGACY)])
+                "primary.conf", {"SECONDARY_PORT": sport},
+                Config([Zone(CATALOG, text=cls.catalog), Zone(FILTERED, LEGACY),
+                        Zone(PLAIN, LEGACY)], module=False), name="primary")
             cls.p.start()
             if cls.p.port != sport:
                 break
@@ -147,7 +138,7 @@ class Fleet(unittest.TestCase):
         try:
             cls.s = FleetKnotd("secondary.conf",
                                {"PRIMARY_PORT": cls.p.port, "MODULE_FILE": so},
-                               fixed_port=sport, so=so, name="secondary")
+                               Config(module=False), port=sport, name="secondary")
             cls.s.start()
             cls.wait_served(cls.s, [FILTERED, PLAIN])
         except Exception:
@@ -192,11 +183,11 @@ class Fleet(unittest.TestCase):
     def wait_serial(self, k, zone, serial, timeout=TRANSFER_WAIT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if k.serial(zone) == serial:
+            if k.zone_serial(zone) == serial:
                 return
             time.sleep(0.1)
         self.fail("%s: %s serial %s, expected %d; log tail:\n%s" % (
-            k.name, zone, k.serial(zone), serial, k.log_text()[-3000:]))
+            k.name, zone, k.zone_serial(zone), serial, k.log_text()[-3000:]))
 
     def publish_catalog(self, text):
         """Write the primary's catalog and reload it: the primary NOTIFYs."""
@@ -206,6 +197,15 @@ class Fleet(unittest.TestCase):
 
     def mx(self, k, zone, name=None):
         return k.kdig(name or zone, "MX").mx()
+
+    def assert_enrolled(self, zone, name=None):
+        """The secondary enforces NAME (default ZONE), and counts it."""
+        name = name or zone
+        for tcp in (False, True):
+            d = self.s.stats_delta(zone, lambda: assert_enforced(
+                self.s.kdig(name, "MX", tcp=tcp), name + ".", legacy=["mailgate", "smtp.isp"],
+                what="%s on the secondary" % name))
+            self.assertEqual((d["enforced"], d["blocked[bypass]"]), (1, 1), d)
 
     def catalog_status(self, zone):
         out = self.s.knotc("zone-status", zone, check=False)
@@ -217,13 +217,10 @@ class Fleet(unittest.TestCase):
         """Group filtered is enforced on the secondary, plain is not; the
         primary (no module) serves the zone data."""
         for name in (FILTERED, "shop." + FILTERED):
-            self.assertEqual(self.mx(self.s, FILTERED, name), FILTER_SET, name)
-            self.assertEqual(self.mx(self.s, FILTERED, name),
-                             self.s.kdig(name, "MX", tcp=True).mx(), name + " over TCP")
+            self.assert_enrolled(FILTERED, name)
         self.assertEqual(self.mx(self.s, PLAIN), legacy(PLAIN))
         self.assertEqual(self.mx(self.p, FILTERED), legacy(FILTERED))
         self.assertEqual(self.mx(self.p, PLAIN), legacy(PLAIN))
-        self.assertTrue(self.s.zone_stats(FILTERED).get("enforced"))
         self.assertEqual(self.s.zone_stats(PLAIN), {}, "plain: no module counters")
         self.assertEqual(self.catalog_status(FILTERED), CATALOG + ".#filtered")
         self.assertEqual(self.catalog_status(PLAIN), CATALOG + ".#plain")
@@ -233,12 +230,17 @@ class Fleet(unittest.TestCase):
         """`transfer: refuse` on the secondary's filtered template: an AXFR
         of a filtered member from the secondary is REFUSED; the primary
         serves it, and the secondary serves plain members."""
+        mark = self.s.mark()
         msgs = self.s.kdig(FILTERED, "AXFR")
-        self.assertEqual([m.rcode for m in msgs][:1], ["REFUSED"], msgs)
-        self.assertFalse([r for m in msgs for r in m.answer if r[2] == "MX"])
-        self.assertTrue(self.s.wait_log(
-            r"\[%s\.\] module 'mod-mxfilter/securemail', outgoing transfer refused" %
-            re.escape(FILTERED)), self.s.log_text()[-2000:])
+        self.assertEqual([m.rcode for m in msgs], ["REFUSED"], msgs)
+        self.assertEqual([r for m in msgs for r in m.answer], [], msgs)
+        refused = r"\[%s\.\] module 'mod-mxfilter/securemail', outgoing transfer refused, " \
+            r"type AXFR, client 127\.0\.0\.1, serial 1$" % re.escape(FILTERED)
+        self.s.wait_log(refused, mark)
+        self.s.settle_log()
+        self.assertEqual(len(self.s.module_lines(mark, "outgoing transfer")), 1,
+                         self.s.log_text()[-2000:])
+        self.assertRegex(self.s.module_lines(mark, "outgoing transfer")[0], refused)
         for k, zone in ((self.p, FILTERED), (self.s, PLAIN)):
             msgs = k.kdig(zone, "AXFR")
             self.assertTrue(all(m.rcode == "NOERROR" for m in msgs), (k.name, msgs))
@@ -252,8 +254,7 @@ class Fleet(unittest.TestCase):
         the secondary's first authoritative answer is already enforced."""
         self.p.write_zone(NEW, zone_text(NEW, LEGACY))
         self.p.extra_zones.append(NEW)
-        self.p.write_conf()
-        self.p.knotc("reload")
+        self.p.reload()
         self.wait_served(self.p, [NEW])
         self.assertEqual(self.mx(self.p, NEW), legacy(NEW))
         self.assertIsNone(self.answers(self.s, NEW), "not in the catalog yet")
@@ -274,8 +275,8 @@ class Fleet(unittest.TestCase):
             NEW, self.s.log_text()[-3000:]))
         self.assertEqual(seen[0], FILTER_SET, "first answer after the catalog transfer")
         self.assertEqual(self.catalog_status(NEW), CATALOG + ".#filtered")
-        self.assertEqual(self.s.serial(CATALOG), 2)
-        self.assertEqual(self.mx(self.s, NEW, "shop." + NEW), FILTER_SET)
+        self.assertEqual(self.s.zone_serial(CATALOG), 2)
+        self.assert_enrolled(NEW, "shop." + NEW)
         self.assertEqual(self.mx(self.p, NEW), legacy(NEW), "primary unchanged")
 
     def test_4_group_change(self):
@@ -349,7 +350,7 @@ class Fleet(unittest.TestCase):
         later = [self.answers(self.s, FILTERED, "MX") for _ in range(10)]
         self.assertEqual([r.mx() if r else None for r in later], [FILTER_SET] * 10)
         self.assertEqual(self.catalog_status(FILTERED), CATALOG + ".#filtered")
-        self.assertTrue(self.s.zone_stats(FILTERED).get("enforced"))
+        self.assert_enrolled(FILTERED)
         self.assertEqual(self.mx(self.s, PLAIN), FILTER_SET, "others unaffected")
 
 

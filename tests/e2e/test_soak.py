@@ -25,8 +25,6 @@ import os
 import random
 import re
 import shutil
-import socket
-import stat
 import struct
 import subprocess
 import tempfile
@@ -34,9 +32,9 @@ import threading
 import time
 import unittest
 
-import knotharness
-from knotharness import FILTER_SET, Knotd, Zone, main, summary, zone_text
-import test_hostile as wire
+from knotharness import (FILTER_SET, Config, Knotd, Zone, main, make_query, mx_groups,
+                         opt_rr, parse_strict, require_module, sanitized, summary, tcp_exchange,
+                         udp_exchange, zone_text)
 
 FILTER = sorted((p, n.lower()) for p, n in FILTER_SET)
 SOAK_SECONDS = min(int(os.environ.get("MXF_SOAK_SECONDS", "40")), 3600)
@@ -91,7 +89,7 @@ class ZoneState:
 def check_reply(reply):
     """Returns (legacy records, rcode) for one parsed reply."""
     legacy = 0
-    for (_, owner), recs in wire.mx_groups_any(reply).items():
+    for (_, owner), recs in mx_groups(reply).items():
         if sorted(recs) != FILTER and recs != [(0, ".")]:  # null MX: kept
             legacy += sum(1 for r in recs if r not in FILTER) or 1
     return legacy, reply["rcode"]
@@ -115,8 +113,8 @@ class Checker(threading.Thread):
             zone = self.rnd.choice(self.zones)
             name = self.rnd.choice(self.NAMES) % (zone + ".")
             qtype = 15 if self.rnd.random() < 0.85 else 255
-            edns = wire.opt_rr(self.rnd.choice([512, 1232, 4096])) if self.rnd.random() < 0.7 else None
-            msg = wire.query(name, qtype, edns=edns)
+            edns = opt_rr(self.rnd.choice([512, 1232, 4096])) if self.rnd.random() < 0.7 else None
+            msg = make_query(name, qtype, edns=edns)
             try:
                 data = self.send(msg)
             except (OSError, ValueError):
@@ -126,7 +124,7 @@ class Checker(threading.Thread):
                 self.timeouts += 1
                 continue
             try:
-                reply = wire.parse(data)
+                reply = parse_strict(data)
             except (ValueError, IndexError, struct.error):
                 self.errors += 1
                 continue
@@ -140,22 +138,8 @@ class Checker(threading.Thread):
 
     def send(self, msg):
         if self.tcp:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                s.sendall(struct.pack("!H", len(msg)) + msg)
-                buf = b""
-                while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
-                    chunk = s.recv(65537)
-                    if not chunk:
-                        return None
-                    buf += chunk
-                return buf[2:2 + struct.unpack("!H", buf[:2])[0]]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(1.0)
-            s.sendto(msg, ("127.0.0.1", self.port))
-            while True:
-                data, _ = s.recvfrom(65535)
-                if data[:2] == msg[:2]:
-                    return data
+            return tcp_exchange(self.port, msg, timeout=2)
+        return udp_exchange(self.port, msg, timeout=1)
 
 
 def dnsperf_figures(out):
@@ -178,8 +162,8 @@ class Soak(unittest.TestCase):
         plain = ZoneState(99)
         plain.domain = "plain.test"
         zones.append(Zone(plain.domain, text=plain.text()))
-        k = Knotd(zones, log_level="notice",
-                  server={"udp-workers": 2, "tcp-workers": 2})
+        k = Knotd(Config(zones, log_level="notice",
+                         server={"udp-workers": 2, "tcp-workers": 2}))
         k.start()
         tmp = tempfile.mkdtemp(prefix="mxf-soak-")
         procs = []
@@ -190,8 +174,8 @@ class Soak(unittest.TestCase):
                     for q in ("%s MX", "sub.%s MX", "x.wild.%s MX", "alias.%s MX",
                               "www.%s A", "%s SOA", "sub.%s ANY"):
                         f.write(q % s.domain + "\n")
-            wire.udp_query(k.port, states[0].domain + ".")  # warm up
-            rss_before = rss_kb(k.proc.pid)
+            k.wire(states[0].domain, "MX")  # warm up
+            rss_before = rss_kb(k.pid)
             start = time.monotonic()
             deadline = start + SOAK_SECONDS + 20
             perf = []
@@ -242,7 +226,7 @@ class Soak(unittest.TestCase):
                 c.join(timeout=10)
             self.assertTrue(k.alive(), "knotd died during the soak")
             k.wait_zones_loaded()
-            rss_after = rss_kb(k.proc.pid)
+            rss_after = rss_kb(k.pid)
             st = {}
             for s in states:
                 for key, v in k.zone_stats(s.domain).items():
@@ -330,34 +314,27 @@ def valgrind_report(log):
 
 
 @unittest.skipUnless(shutil.which("valgrind"), "valgrind not installed")
-@unittest.skipIf(os.environ.get("MXFILTER_PRELOAD"), "sanitizer build: valgrind cannot run it")
+@unittest.skipIf(sanitized(), "sanitizer build: valgrind cannot run it")
 class Memcheck(unittest.TestCase):
     def test_memcheck(self):
-        so = knotharness.require_module()
+        require_module()
         tmp = tempfile.mkdtemp(prefix="mxf-vg-")
         log_path = os.path.join(tmp, "valgrind.log")
-        wrapper = os.path.join(tmp, "knotd-valgrind")
-        with open(wrapper, "w") as f:
-            f.write("#!/bin/sh\nexec valgrind --tool=memcheck --leak-check=full "
-                    "--show-leak-kinds=definite --errors-for-leak-kinds=definite "
-                    "--num-callers=40 --log-file=%s %s \"$@\"\n" % (log_path, knotharness.KNOTD))
-        os.chmod(wrapper, stat.S_IRWXU)
-        saved = knotharness.KNOTD
-        knotharness.KNOTD = wrapper
-        k = ValgrindKnotd([Zone("vg.test", MEMCHECK_BODY, module="mod-mxfilter/vg"),
-                           Zone("signed.test", MEMCHECK_BODY, module="mod-mxfilter/vg",
-                                extra={"dnssec-signing": True}),
-                           Zone("audit.test", MEMCHECK_BODY, module="mod-mxfilter/au"),
-                           Zone("plain.test", MEMCHECK_BODY)],
-                          mod_mxfilter=[{"id": "vg", "log-interval": 0},
-                                        {"id": "au", "mode": "audit", "scope": "apex",
-                                         "counters": "off"}],
-                          so=so, log_level="info",
-                          server={"udp-workers": 1, "tcp-workers": 1})
+        config = Config([Zone("vg.test", MEMCHECK_BODY, module="mod-mxfilter/vg"),
+                         Zone("signed.test", MEMCHECK_BODY, module="mod-mxfilter/vg",
+                              extra={"dnssec-signing": True}),
+                         Zone("audit.test", MEMCHECK_BODY, module="mod-mxfilter/au"),
+                         Zone("plain.test", MEMCHECK_BODY)],
+                        policies=[{"id": "vg", "log-interval": 0},
+                                  {"id": "au", "mode": "audit", "scope": "apex",
+                                   "counters": "off"}],
+                        log_level="info", server={"udp-workers": 1, "tcp-workers": 1})
+        k = ValgrindKnotd(config, wrapper=[
+            "valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
+            "--errors-for-leak-kinds=definite", "--num-callers=40", "--log-file=" + log_path])
         queries = signed = 0
         try:
             k.start()
-            knotharness.KNOTD = saved
             t0 = time.monotonic()
             names = ["%s", "sub.%s", "x.wild.%s", "alias.%s", "compliant.%s", "null.%s",
                      "www.%s", "nx.%s", "MaIlGaTe.%s"]
@@ -366,12 +343,10 @@ class Memcheck(unittest.TestCase):
                     for n in names:
                         for qtype in (15, 255, 1):
                             for tcp in (False, True):
-                                msg = wire.query(n % zone, qtype,
-                                                 edns=wire.opt_rr(512 if tcp else 1232,
-                                                                  do=bool(queries % 2)))
-                                data = wire.tcp_query(k.port, msg, timeout=10) if tcp else \
-                                    wire.udp_query(k.port, None, msg=msg, timeout=10)
-                                r = wire.parse(data)
+                                msg = make_query(n % zone, qtype,
+                                                 edns=opt_rr(512 if tcp else 1232,
+                                                             do=bool(queries % 2)))
+                                r = parse_strict(k.exchange(msg, tcp=tcp, timeout=10))
                                 if zone in ("vg.test.", "signed.test."):
                                     self.assertEqual(check_reply(r)[0], 0, n % zone)
                                 if zone == "signed.test." and any(
@@ -386,19 +361,10 @@ class Memcheck(unittest.TestCase):
                     k.knotc("reload")
                     k.wait_zones_loaded(timeout=60)
             elapsed = time.monotonic() - t0
-            # Stop and let valgrind write its report.
-            k._knotc_raw("stop", timeout=30)
-            try:
-                k.proc.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                k.proc.kill()
-                k.proc.wait(timeout=10)
-                self.fail("knotd under valgrind did not stop")
-            rc = k.proc.returncode
-            k.proc = None   # Stopped here: the harness only cleans up.
-            k._err.close()
+            # Stop and let valgrind write its report (a signal: no report,
+            # and an exit status that fails below).
+            rc = k.stop(check=False, timeout=180)
         finally:
-            knotharness.KNOTD = saved
             k.stop(check=False)
         with open(log_path, errors="replace") as f:
             log = f.read()
