@@ -625,7 +625,7 @@ def owners_file(directory, n, lines):
     if not os.path.exists(path):
         with open(path, "wb") as f:
             for i in range(lines):
-                f.write(wire_mx_do(owner_name(i % n)))
+                f.write(wire_do(owner_name(i % n)))
     return path
 
 
@@ -638,17 +638,14 @@ class OwnersKnotd(srv.CallgrindKnotd):
 
     def __init__(self, out_file, tmp, n, enrolled):
         super().__init__(out_file, tmp)
-        self.zones = [owners_zone(n, enrolled)]
-        self.log_level = "debug"  # the module's "signed RRset" lines
-        self.mod_mxfilter = [{"id": "bench", "log-interval": 86400}]
-        self.extra_modules = []
-        self.extra_conf = ""
-        with open(self.wrapper, "w") as f:
-            f.write("#!/bin/sh\nexec %s --tool=callgrind --instr-atstart=no "
-                    "--callgrind-out-file=%s %s \"$@\"\n" % (srv.VALGRIND, out_file, kh.KNOTD))
+        # Debug: the module's "signed RRset" lines.
+        self.config = kh.Config([owners_zone(n, enrolled)], log_level="debug",
+                                policies=[{"id": "bench", "log-interval": 86400}])
+        self.wrapper = [srv.VALGRIND, "--tool=callgrind", "--instr-atstart=no",
+                        "--callgrind-out-file=" + out_file]
 
     def control(self, *args):
-        kh.run([srv.CALLGRIND_CONTROL] + list(args) + [str(self.proc.pid)], timeout=120)
+        kh.run([srv.CALLGRIND_CONTROL] + list(args) + [str(self.pid)], timeout=120)
 
     def signed(self):
         return sum(1 for l in self.log_lines() if SIGNED_LINE.search(l))
