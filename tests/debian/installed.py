@@ -197,9 +197,12 @@ def check_answers(k, mark):
               "delv with the zone's KSK: fully validated filtering set")
     # One line per legacy record (log-interval 60): plain.test's two,
     # signed.test's one.
-    k.wait_log(r"legacy MX blocked", since=mark, count=3, timeout=10)
+    # A reload or restart since the mark may also have written the lines of
+    # occurrences held back before it (`client -`, log-format.md "Rate
+    # limiting"): those are not about these queries.
+    k.wait_log(r"legacy MX blocked, .*, client 127\.0\.0\.1, ", since=mark, count=3, timeout=10)
     k.settle_log()
-    lines = k.module_lines(mark, "legacy MX")
+    lines = [l for l in k.module_lines(mark, "legacy MX") if ", client -, " not in l]
     got = sorted(re.search(r"\[(\S+)\] module 'mod-mxfilter/securemail', legacy MX blocked, "
                            r"owner \1, preference (\d+), ", l).groups() for l in lines)
     expect(got == [("plain.test.", "40"), ("plain.test.", "5"), ("signed.test.", "5")],
