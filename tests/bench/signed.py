@@ -624,7 +624,7 @@ def owners_file(directory, n, lines):
     if not os.path.exists(path):
         with open(path, "wb") as f:
             for i in range(lines):
-                f.write(wire_mx_do(owner_name(i % n)))
+                f.write(wire_do(owner_name(i % n)))
     return path
 
 
