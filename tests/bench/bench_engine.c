@@ -39,9 +39,9 @@
 #include <libknot/libknot.h>
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
+#include "engine/audit.h"
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/rewrite.h"
 
 #ifdef HAVE_CALLGRIND_H
 #include <valgrind/callgrind.h>

@@ -30,7 +30,7 @@
 #include <libknot/libknot.h>
 
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/rewrite.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -45,9 +45,9 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/compat.h"
+#include "engine/compat.h"
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/rewrite.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

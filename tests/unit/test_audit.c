@@ -27,7 +27,7 @@
 
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
+#include "engine/audit.h"
 #include "mxfilter/policy.h"
 #include "pkt_helpers.h"
 

@@ -20,7 +20,7 @@
 
 #include <stdlib.h>
 
-#include "mxfilter/denial.h"
+#include "engine/denial.h"
 #include "pkt_helpers.h"
 
 #define ZONE	"example.com."

@@ -20,8 +20,8 @@
 #include <cmocka.h>
 
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
-#include "image.h"
+#include "engine/rewrite.h"
+#include "engine/image.h"
 #include "pkt_helpers.h"
 
 static const char *const set_default[] = {

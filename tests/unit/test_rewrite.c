@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/rewrite.h"
 #include "pkt_helpers.h"
 
 #define ZONE	"example.com."

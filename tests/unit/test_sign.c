@@ -43,7 +43,7 @@
 #include <libknot/libknot.h>
 #include <urcu.h>
 
-#include "mxfilter/sign.h"
+#include "engine/sign.h"
 
 #define ZONE		"Sign.Test."
 #define ALG		DNSSEC_KEY_ALGORITHM_ECDSA_P256_SHA256

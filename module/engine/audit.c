@@ -105,7 +105,7 @@
 
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
+#include "audit.h"
 #include "wire.h"
 
 /*** Entries. ***/

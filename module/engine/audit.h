@@ -34,7 +34,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/rewrite.h"
+#include "rewrite.h"
 
 /*! Memory the limiter may hold by default (entries and table): about four
  *  million records, two million legacy RRsets of two records (audit.c). */

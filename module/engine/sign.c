@@ -58,7 +58,7 @@
 #include <libdnssec/sign.h>
 #include <urcu.h>
 
-#include "mxfilter/sign.h"
+#include "sign.h"
 #include "wire.h"
 
 /* RRSIG rdata before the signer name: type, alg, labels, TTL, times, tag. */

@@ -61,8 +61,8 @@
 
 #include <string.h>
 
-#include "mxfilter/compat.h"
-#include "mxfilter/rewrite.h"
+#include "compat.h"
+#include "rewrite.h"
 #include "image.h"
 #include "wire.h"
 

@@ -30,7 +30,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/rewrite.h"
+#include "rewrite.h"
 
 /*! At most this many bytes more in a bitmap with one type added. */
 #define MXF_BITMAP_GROWTH	34

@@ -14,7 +14,7 @@
 
 #include <string.h>
 
-#include "mxfilter/denial.h"
+#include "denial.h"
 #include "wire.h"
 
 /*** Type bitmaps. ***/

@@ -38,12 +38,12 @@
 
 #include <knot/module.h>
 
-#include "mxfilter/audit.h"
-#include "mxfilter/compat.h"
-#include "mxfilter/denial.h"
+#include "engine/audit.h"
+#include "engine/compat.h"
+#include "engine/denial.h"
 #include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
-#include "mxfilter/sign.h"
+#include "engine/rewrite.h"
+#include "engine/sign.h"
 
 /*** Configuration. ***/
 
