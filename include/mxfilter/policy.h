@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <libknot/libknot.h>
 
@@ -150,3 +151,25 @@ size_t mxf_policy_registry_size(void);
 /*! \brief Whether \a pref / \a name is one of the policy's exchanges. */
 bool mxf_policy_has(const mxf_policy_t *policy, uint16_t pref,
                     const knot_dname_t *name);
+
+/*! \brief Whether \a rrs is byte for byte the policy's set (canonical order,
+ *         lower-case names): the common compliant case, one memcmp. */
+static inline bool mxf_policy_is_rrs(const mxf_policy_t *policy,
+                                     const knot_rdataset_t *rrs)
+{
+	return rrs->count == policy->rrs.count && rrs->size == policy->rrs.size &&
+	       memcmp(rrs->rdata, policy->rrs.rdata, rrs->size) == 0;
+}
+
+/*! \brief Whether \a rr is an RRset of the policy's own rdata (written by
+ *         mxf_write_set()). */
+static inline bool mxf_is_own_set(const mxf_policy_t *policy, const knot_rrset_t *rr)
+{
+	return rr->rrs.rdata == policy->rrs.rdata;
+}
+
+/*! \brief TTL of the filtering set replacing an RRset of TTL \a ttl. */
+static inline uint32_t mxf_policy_ttl(const mxf_policy_t *policy, uint32_t ttl)
+{
+	return policy->ttl_set ? policy->ttl : ttl;
+}

@@ -30,7 +30,7 @@
 
 #include <libknot/libknot.h>
 
-#include "rewrite.h"
+#include "writer.h"
 
 /*! At most this many bytes more in a bitmap with one type added. */
 #define MXF_BITMAP_GROWTH	34
@@ -92,7 +92,6 @@ typedef struct {
 	uint16_t type;      /*!< The type added (KNOT_RRTYPE_MX). */
 	mxf_sign_cb sign;   /*!< RRSIGs of an edited record (required). */
 	void *sign_data;
-	bool general_only;  /*!< Tests: rebuild, never patch in place. */
 } mxf_denial_ctx_t;
 
 /*!
@@ -102,7 +101,7 @@ typedef struct {
  * The RRSIGs over an edited record are those in its section covering its
  * type at its owner: the first is replaced in place, the others dropped; if
  * there is none, the new RRSIGs follow the record. Every other entry stays
- * as it was (mxf_pkt_replace(): in place when the sizes agree, as they do
+ * as it was (mxf_write_replace(): in place when the sizes agree, as they do
  * for a Knot-signed apex record, whose bitmap already reaches past MX, and
  * signatures made with the zone's own keys).
  *

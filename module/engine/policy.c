@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "mxfilter/policy.h"
-#include "image.h"
+#include "writer.h"
 
 const char *const mxf_default_exchanges[] = {
 	"10 france.security-mail.net.",

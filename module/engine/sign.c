@@ -186,11 +186,6 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static const knot_rdata_t *rd_next(const knot_rdata_t *rd)
-{
-	return knot_rdataset_next((knot_rdata_t *)rd);
-}
-
 /*** Zone signing state. ***/
 
 static bool is_soa_sig(const knot_rdata_t *rd)
@@ -221,7 +216,7 @@ bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig)
 		return false;
 	}
 	const knot_rdata_t *rd = apex_rrsig->rdata;
-	for (uint16_t i = 0; i < apex_rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < apex_rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		int place = sig_place(rd);
 		if (place != SIG_BEFORE) {
 			return place == SIG_SOA;
@@ -238,7 +233,7 @@ static int state_match(const state_t *st, const knot_rdataset_t *apex)
 	bool differ = (st == NULL);
 	uint16_t n = 0;
 	const knot_rdata_t *rd = apex->rdata;
-	for (uint16_t i = 0; i < apex->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < apex->count; i++, rd = mxf_rd_next(rd)) {
 		int place = sig_place(rd);
 		if (place == SIG_AFTER) {
 			break;
@@ -327,7 +322,7 @@ static dnssec_key_t *get_key(mxf_signer_t *s, const knot_rdataset_t *dnskey,
                              uint16_t tag, uint8_t alg)
 {
 	const knot_rdata_t *rd = dnskey->rdata;
-	for (uint16_t i = 0; i < dnskey->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < dnskey->count; i++, rd = mxf_rd_next(rd)) {
 		if (rd->len < 4 || rd->data[3] != alg) {
 			continue;
 		}
@@ -396,7 +391,7 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 	uint16_t count = 0;
 	size_t bytes = 0;
 	const knot_rdata_t *rd = zk->rrsig->rdata;
-	for (uint16_t i = 0; i < zk->rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < zk->rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		if (is_soa_sig(rd)) {
 			count++;
 			bytes += knot_rdata_size(rd->len);
@@ -425,7 +420,7 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 	uint8_t *copy = (uint8_t *)st + head;
 	int ret = KNOT_EOK;
 	rd = zk->rrsig->rdata;
-	for (uint16_t i = 0, n = 0; i < zk->rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0, n = 0; i < zk->rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		if (!is_soa_sig(rd)) {
 			continue;
 		}
@@ -564,7 +559,7 @@ static bool key_equal(const entry_t *e, const state_t *st, const knot_rrset_t *s
 	const knot_rdata_t *a = set->rrs.rdata;
 	const knot_rdata_t *b = entry_rdata(e);
 	if (memcmp(a, b, e->rr_size) != 0) {
-		for (uint16_t i = 0; i < e->rr_count; i++, a = rd_next(a), b = rd_next(b)) {
+		for (uint16_t i = 0; i < e->rr_count; i++, a = mxf_rd_next(a), b = mxf_rd_next(b)) {
 			if (a->len != b->len || memcmp(a->data, b->data, a->len) != 0) {
 				return false;
 			}
@@ -805,7 +800,7 @@ static int sign_rrset(dnssec_key_t *key, const uint8_t *head, size_t head_len,
 	}
 	int ret = sign_add(ctx, head, head_len);
 	const knot_rdata_t *rd = set->rrs.rdata;
-	for (uint16_t i = 0; i < set->rrs.count && ret == DNSSEC_EOK; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < set->rrs.count && ret == DNSSEC_EOK; i++, rd = mxf_rd_next(rd)) {
 		uint8_t fixed[10];
 		knot_wire_write_u16(fixed, set->type);
 		knot_wire_write_u16(fixed + 2, set->rclass);

@@ -39,7 +39,7 @@
 #include <knot/module.h>
 
 #include "engine/audit.h"
-#include "engine/compat.h"
+#include "engine/wire.h"
 #include "engine/denial.h"
 #include "mxfilter/policy.h"
 #include "engine/rewrite.h"
@@ -703,7 +703,7 @@ static knotd_in_state_t preanswer_hit(knot_pkt_t *pkt, knotd_qdata_t *qdata,
 			return fail_closed(mod, qdata, owner, KNOT_ERROR);
 		}
 	}
-	knot_wire_set_aa(pkt->wire);
+	mxf_write_aa(pkt);
 	return KNOTD_IN_STATE_HIT;
 }
 
@@ -722,7 +722,7 @@ static knotd_in_state_t serve_compliant(knotd_in_state_t state, knot_pkt_t *pkt,
 	}
 	uint16_t flags = (qdata->params->proto == KNOTD_QUERY_PROTO_UDP) ?
 	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
-	if (!mxf_put_verbatim(pkt, zc->policy, mx, KNOT_COMPR_HINT_QNAME, flags)) {
+	if (!mxf_write_verbatim(pkt, zc->policy, mx, KNOT_COMPR_HINT_QNAME, flags)) {
 		return state;
 	}
 	return preanswer_hit(pkt, qdata, mod, mx->owner);
@@ -790,9 +790,10 @@ static knotd_in_state_t preanswer_mx(knotd_in_state_t state, knot_pkt_t *pkt,
 	                 KNOT_PF_NULL : KNOT_PF_NOTRUNC;
 	const knot_dname_t *owner = knot_rrset_empty(&mx) ? knotd_mod_zone(mod) : mx.owner;
 	int ret = fault_enomem() ? KNOT_ENOMEM :
-	          mxf_put_set(pkt, policy, owner, ttl, KNOT_COMPR_HINT_QNAME, flags);
+	          mxf_write_set(pkt, policy, owner, ttl, KNOT_COMPR_HINT_QNAME, flags);
 	if (ret == KNOT_EOK) {
-		ret = mxf_put_rrsig(pkt, &ctx, flags);
+		mxf_set_writer_t w = { .policy = policy, .sign = ctx.sign, .sign_data = ctx.sign_data };
+		ret = mxf_write_rrsig(pkt, &w, flags);
 	}
 	count_result(mod, qdata, &res);
 	audit_end(&ac);
@@ -1019,9 +1020,10 @@ static knotd_in_state_t answer_apex_nodata(knotd_in_state_t state, knot_pkt_t *p
 	uint16_t hint = (pkt->sections[KNOT_ANSWER].count == 0) ?
 	                KNOT_COMPR_HINT_QNAME : KNOT_COMPR_HINT_NONE;
 	int ret = fault_enomem() ? KNOT_ENOMEM :
-	          mxf_put_set(pkt, policy, zone, ttl, hint, flags);
+	          mxf_write_set(pkt, policy, zone, ttl, hint, flags);
 	if (ret == KNOT_EOK) {
-		ret = mxf_put_rrsig(pkt, &ctx, flags);
+		mxf_set_writer_t w = { .policy = policy, .sign = ctx.sign, .sign_data = ctx.sign_data };
+		ret = mxf_write_rrsig(pkt, &w, flags);
 	}
 	audit_end(&ac);
 	if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
@@ -1068,7 +1070,7 @@ static knotd_in_state_t authority_denial(knotd_in_state_t state, knot_pkt_t *pkt
 	if (ret == KNOT_EOK) {
 		return state;
 	} else if (ret == KNOT_ESPACE && qdata->params->proto == KNOTD_QUERY_PROTO_UDP) {
-		knot_wire_set_tc(pkt->wire); /* The client retries over TCP. */
+		mxf_write_tc(pkt); /* The client retries over TCP. */
 		return KNOTD_IN_STATE_TRUNC;
 	}
 	return fail_closed(mod, qdata, zone, ret);

@@ -348,7 +348,7 @@ static void run_preanswer(const bench_case_t *c, unsigned iters)
 		}
 		mxf_report(c->ctx, c->rrset, false, MXF_ACTION_BLOCKED, &res);
 		mxf_audit_done(&audit_cb.audit);
-		expect_ok(mxf_put_set(pkt, policy, zone_name, c->rrset->ttl,
+		expect_ok(mxf_write_set(pkt, policy, zone_name, c->rrset->ttl,
 		                      KNOT_COMPR_HINT_QNAME, KNOT_PF_NULL), c->name);
 		sink += pkt->size + res.blocked[0];
 		knot_pkt_free(pkt);
