@@ -44,6 +44,7 @@
 #include "mxfilter/policy.h"
 #include "engine/rewrite.h"
 #include "engine/sign.h"
+#include "knotconf.h"
 
 /*** Configuration. ***/
 
@@ -341,22 +342,6 @@ static size_t level_len(int level)
 	case LOG_NOTICE:  return sizeof("notice: ") - 1;
 	default:          return sizeof("critical: ") - 1;
 	}
-}
-
-#define C_MODULE	"\x06""module"
-/* Length of "[ZONE.] module 'mod-mxfilter/ID', " for this zone. */
-static uint16_t line_prefix(knotd_mod_t *mod, size_t id_len)
-{
-	knot_dname_txt_storage_t txt;
-	size_t zone = PREFIX_MAX;
-	if (knot_dname_to_str(txt, knotd_mod_zone(mod), sizeof(txt)) != NULL) {
-		zone = strlen(txt);
-		zone -= (zone > 0 && txt[zone - 1] == '.');
-	}
-	size_t len = sizeof("[") - 1 + zone + sizeof(".] ") - 1 +
-	             sizeof("module 'mod-mxfilter") - 1 + (id_len > 0 ? 1 + id_len : 0) +
-	             sizeof("', ") - 1;
-	return (len < LOG_LINE) ? (uint16_t)len : LOG_LINE;
 }
 
 static void log_line(knotd_mod_t *mod, const zone_ctx_t *zc, const mxf_line_t *line)
@@ -1165,156 +1150,44 @@ static void log_policy(knotd_mod_t *mod, const mxf_policy_t *policy)
 	              policy->scope == MXF_SCOPE_ZONE ? "zone" : "apex", list);
 }
 
-#define C_DATABASE	"\x08""database"
-#define C_STORAGE	"\x07""storage"
-#define C_KASP_DB	"\x07""kasp-db"
-#define C_SIGNING	"\x0e""dnssec-signing"
-#define C_DNSSEC_POLICY	"\x0d""dnssec-policy"
-#define C_POLICY	"\x06""policy"
-#define C_KEYSTORE	"\x08""keystore"
-#define C_BACKEND	"\x07""backend"
-#define C_CONFIG	"\x06""config"
-#define C_KSK_ONLY	"\x08""ksk-only" /* Knot 3.5+. */
-
-#define KEYSTORE_PEM	1 /* Knot's value for "backend: pem". */
-
-static char *path_join(const char *base, const char *path)
-{
-	if (path == NULL || path[0] == '\0') {
-		return strdup(base);
-	}
-	if (path[0] == '/') {
-		return strdup(path);
-	}
-	size_t len = strlen(base) + strlen(path) + 2;
-	char *out = malloc(len);
-	if (out != NULL) {
-		(void)snprintf(out, len, "%s/%s", base, path);
-	}
-	return out;
-}
-
-/* One key store of the zone's policy. */
-typedef struct {
-	unsigned backend;
-	const char *config; /* Directory of a PEM store, relative to kasp-db. */
-	bool ksk_only;      /* Knot 3.5 puts no ZSK there. */
-} keystore_t;
-
-/*
- * The key stores of the zone's policy in the order Knot searches them for a
- * private key (Knot's default store, PEM "keys", without a policy or a
- * policy "keystore"): fills up to \a max, returns how many there are.
- * Knot 3.2 and 3.4 allow one store per policy, 3.5 a list: Knot answers the
- * item as multi-valued exactly when it is one, and only then is "ksk-only"
- * read (knotd_conf() of an item the running Knot does not know crashes it).
- */
-static size_t policy_keystores(knotd_mod_t *mod, keystore_t *out, size_t max)
-{
-	knotd_conf_t policy = knotd_conf_zone(mod, C_DNSSEC_POLICY, knotd_mod_zone(mod));
-	knotd_conf_t list = { .count = 0 };
-	if (policy.count > 0 && policy.single.data_len > 0) {
-		list = knotd_conf(mod, C_POLICY, C_KEYSTORE, &policy);
-	}
-	if (list.count == 0) {
-		out[0] = (keystore_t){ .backend = KEYSTORE_PEM, .config = "keys" };
-		return 1;
-	}
-	for (size_t i = 0; i < list.count && i < max; i++) {
-		knotd_conf_t id = { .count = 1 };
-		id.single = (list.multi != NULL) ? list.multi[i] : list.single;
-		out[i].backend = knotd_conf(mod, C_KEYSTORE, C_BACKEND, &id).single.option;
-		out[i].config = knotd_conf(mod, C_KEYSTORE, C_CONFIG, &id).single.string;
-		out[i].ksk_only = list.multi != NULL &&
-		                  knotd_conf(mod, C_KEYSTORE, C_KSK_ONLY, &id).single.boolean;
-	}
-	size_t count = list.count;
-	knotd_conf_free(&list);
-	return count;
-}
-
-/*
- * A signer searching the zone's PEM key stores in Knot's order, each found
- * as Knot does ("config" relative to database "kasp-db", itself relative to
- * "storage"). The store Knot 3.5 generates ZSKs in (the first that is not
- * "ksk-only") must be PEM: the module signs with the key that signs the
- * SOA. A PKCS #11 store may hold the KSK. \a dir: the first directory.
- */
-static mxf_signer_t *signer_for_keystores(knotd_mod_t *mod, char **dir,
+/* A signer searching the zone's PEM key stores in Knot's order
+ * (knotconf.c); \a dir: the first directory, named in the error line. */
+static mxf_signer_t *signer_for_keystores(knotd_mod_t *mod, const mxf_knot_keys_t *keys,
                                           const char **err)
 {
-	keystore_t ks[MXF_SIGNER_KEYSTORES];
-	size_t count = policy_keystores(mod, ks, MXF_SIGNER_KEYSTORES);
-	if (count > MXF_SIGNER_KEYSTORES) {
-		*err = "too many key stores";
+	if (keys->error != NULL) {
+		*err = keys->error;
 		return NULL;
 	}
-	size_t zsk = 0;
-	while (zsk + 1 < count && ks[zsk].ksk_only) {
-		zsk++;
-	}
-	if (ks[zsk].backend != KEYSTORE_PEM) {
-		*err = "only the PEM key store is supported";
-		return NULL;
-	}
-
-	knotd_conf_t storage = knotd_conf(mod, C_DATABASE, C_STORAGE, NULL);
-	knotd_conf_t kaspdb = knotd_conf(mod, C_DATABASE, C_KASP_DB, NULL);
-	char *base = path_join("/", storage.single.string);
-	char *kasp = (base != NULL) ? path_join(base, kaspdb.single.string) : NULL;
-	free(base);
-
-	*err = "out of memory";
-	mxf_signer_t *signer = NULL;
-	bool ok = kasp != NULL;
-	for (size_t i = 0; i < count && ok; i++) {
-		if (ks[i].backend != KEYSTORE_PEM) {
-			continue;
+	mxf_signer_t *signer = mxf_signer_new(knotd_mod_zone(mod), keys->dir[0], err);
+	for (size_t i = 1; i < keys->count && signer != NULL; i++) {
+		if (mxf_signer_add_keystore(signer, keys->dir[i]) != KNOT_EOK) {
+			*err = "out of memory";
+			mxf_signer_free(signer);
+			signer = NULL;
 		}
-		char *path = path_join(kasp, ks[i].config);
-		if (signer == NULL) {
-			signer = (path != NULL) ? mxf_signer_new(knotd_mod_zone(mod), path, err) : NULL;
-			ok = signer != NULL;
-		} else {
-			ok = path != NULL && mxf_signer_add_keystore(signer, path) == KNOT_EOK;
-		}
-		if (*dir == NULL) {
-			*dir = path;
-		} else {
-			free(path);
-		}
-	}
-	free(kasp);
-	if (!ok) {
-		mxf_signer_free(signer);
-		return NULL;
 	}
 	return signer;
-}
-
-/* Whether Knot signs the zone (dnssec-signing: on). */
-static bool zone_signs(knotd_mod_t *mod)
-{
-	return knotd_conf_zone(mod, C_SIGNING, knotd_mod_zone(mod)).single.boolean;
 }
 
 /* A signer for zones Knot signs; without one, DO answers that need
  * enforcing in a signed zone fail closed. */
 static mxf_signer_t *signer_load(knotd_mod_t *mod)
 {
-	if (!zone_signs(mod)) {
+	if (!mxf_knot_signs(mod)) {
 		return NULL;
 	}
 	fault_sigcache_limits();
 	const char *err = NULL;
-	char *dir = NULL;
-	mxf_signer_t *signer = signer_for_keystores(mod, &dir, &err);
+	mxf_knot_keys_t keys;
+	mxf_knot_keystores(mod, &keys);
+	mxf_signer_t *signer = signer_for_keystores(mod, &keys, &err);
 	if (signer == NULL) {
 		knotd_mod_log(mod, LOG_ERR, "cannot sign enforced answers, key store '%s', "
 		              "DNSSEC queries needing enforcement will get SERVFAIL (%s)",
-		              dir != NULL ? dir : "?", err);
+		              keys.count > 0 ? keys.dir[0] : "?", err);
 	}
-	free(dir);
+	mxf_knot_keys_free(&keys);
 	return signer;
 }
 
@@ -1381,42 +1254,13 @@ static zone_ctx_t *zone_ctx_new(knotd_mod_t *mod, size_t id_len, const char **er
 	}
 	zc->policy = policy;
 	mxf_audit_zone_init(&zc->audit, limiter, knotd_mod_zone(mod));
-	zc->prefix = line_prefix(mod, id_len);
+	zc->prefix = mxf_knot_line_prefix(mod, id_len);
 	/* A reload: what the zone's old instance has to write, written now. */
 	audit_flush(mod, zc, 0);
 	zc->signer = signer_load(mod);
 	zc->zone_size = knot_dname_size(knotd_mod_zone(mod));
-	zc->rotation = knotd_conf(mod, (const yp_name_t *)"\x06""server",
-	                          (const yp_name_t *)"\x0f""answer-rotation", NULL).single.boolean;
+	zc->rotation = mxf_knot_rotation(mod);
 	return zc;
-}
-
-#define ONLINESIGN	"\x0e""mod-onlinesign"
-#define MXFILTER_REF	"\x0c""mod-mxfilter" /* A module reference: name, id, NUL. */
-
-/* What the zone's module references say (templates resolved): whether it
- * also runs mod-onlinesign, which signs answers itself (the two modules'
- * answer hooks would race on the same RRsets), and the length of this
- * instance's id, which Knot's API does not give (0: none; with two ids on
- * one zone, the longer). */
-static bool zone_modules(knotd_mod_t *mod, size_t *id_len)
-{
-	knotd_conf_t mods = knotd_conf_zone(mod, C_MODULE, knotd_mod_zone(mod));
-	bool onlinesign = false;
-	*id_len = 0;
-	for (size_t i = 0; i < mods.count; i++) {
-		const uint8_t *d = mods.multi[i].data;
-		size_t len = mods.multi[i].data_len;
-		onlinesign |= d != NULL && len >= sizeof(ONLINESIGN) - 1 &&
-		              memcmp(d, ONLINESIGN, sizeof(ONLINESIGN) - 1) == 0;
-		if (d != NULL && len > sizeof(MXFILTER_REF) &&
-		    memcmp(d, MXFILTER_REF, sizeof(MXFILTER_REF) - 1) == 0 &&
-		    len - sizeof(MXFILTER_REF) > *id_len) {
-			*id_len = len - sizeof(MXFILTER_REF);
-		}
-	}
-	knotd_conf_free(&mods);
-	return onlinesign;
 }
 
 /*
@@ -1430,7 +1274,7 @@ static bool zone_modules(knotd_mod_t *mod, size_t *id_len)
  */
 static int register_denial(knotd_mod_t *mod, const mxf_policy_t *policy)
 {
-	if (policy->mode != MXF_MODE_ENFORCE || !policy->synthesize || !zone_signs(mod)) {
+	if (policy->mode != MXF_MODE_ENFORCE || !policy->synthesize || !mxf_knot_signs(mod)) {
 		return KNOT_EOK;
 	}
 	int ret = knotd_mod_hook(mod, KNOTD_STAGE_END, mxfilter_denial_end);
@@ -1444,13 +1288,14 @@ static int register_denial(knotd_mod_t *mod, const mxf_policy_t *policy)
 
 static int mxfilter_load(knotd_mod_t *mod)
 {
-	size_t id_len;
-	if (zone_modules(mod, &id_len)) {
+	mxf_knot_modules_t mods;
+	mxf_knot_modules(mod, &mods);
+	if (mods.onlinesign) {
 		return load_fail_closed(mod, "mod-onlinesign on the same zone is not "
 		                        "supported, use automatic signing");
 	}
 	const char *err = knot_strerror(KNOT_ENOMEM);
-	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, id_len, &err);
+	zone_ctx_t *zc = fault_load() ? NULL : zone_ctx_new(mod, mods.id_len, &err);
 	if (zc == NULL) {
 		return load_fail_closed(mod, err);
 	}
