@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mxfilter/policy.h"
+#include "policy.h"
 #include "writer.h"
 
 const char *const mxf_default_exchanges[] = {
@@ -23,13 +23,13 @@ void mxf_conf_default(mxf_conf_t *conf)
 	*conf = (mxf_conf_t) {
 		.exchange = mxf_default_exchanges,
 		.exchange_count = mxf_default_exchange_count,
-		.mode = MXF_MODE_ENFORCE,
-		.scope = MXF_SCOPE_ZONE,
-		.synthesize = true,
-		.null_mx = MXF_NULLMX_KEEP,
+		.mode = MXF_DEFAULT_MODE,
+		.scope = MXF_DEFAULT_SCOPE,
+		.synthesize = MXF_DEFAULT_SYNTHESIZE,
+		.null_mx = MXF_DEFAULT_NULL_MX,
 		.ttl_set = false,
-		.log_interval = 60,
-		.transfer = MXF_XFR_LOG,
+		.log_interval = MXF_DEFAULT_LOG_INTERVAL,
+		.transfer = MXF_DEFAULT_TRANSFER,
 	};
 }
 
@@ -113,16 +113,15 @@ const char *mxf_exchange_parse(const char *text, uint16_t *pref,
 	return NULL;
 }
 
-const char *mxf_exchange_list_check(const char *const *values, size_t count,
-                                    const char **bad)
+/* Parses and checks a list into \a prefs and \a names (each value once). */
+static const char *list_parse(const char *const *values, size_t count, const char **bad,
+                              uint16_t *prefs, knot_dname_storage_t *names)
 {
 	if (count > MXF_MAX_EXCHANGES) {
 		*bad = values[MXF_MAX_EXCHANGES];
 		return "too many exchanges (at most 32)";
 	}
 
-	uint16_t prefs[MXF_MAX_EXCHANGES];
-	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
 	for (size_t i = 0; i < count; i++) {
 		const char *err = mxf_exchange_parse(values[i], &prefs[i], names[i]);
 		if (err != NULL) {
@@ -139,6 +138,14 @@ const char *mxf_exchange_list_check(const char *const *values, size_t count,
 	}
 
 	return NULL;
+}
+
+const char *mxf_exchange_list_check(const char *const *values, size_t count,
+                                    const char **bad)
+{
+	uint16_t prefs[MXF_MAX_EXCHANGES];
+	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
+	return list_parse(values, count, bad, prefs, names);
 }
 
 /*** Policy. ***/
@@ -180,7 +187,9 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 	}
 
 	const char *bad = NULL;
-	*err = mxf_exchange_list_check(values, count, &bad);
+	uint16_t prefs[MXF_MAX_EXCHANGES];
+	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
+	*err = list_parse(values, count, &bad, prefs, names);
 	if (*err != NULL) {
 		return NULL;
 	}
@@ -204,10 +213,7 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 	policy->transfer = conf->transfer;
 
 	for (size_t i = 0; i < count; i++) {
-		uint16_t pref;
-		knot_dname_storage_t name;
-		(void)mxf_exchange_parse(values[i], &pref, name);
-		if (mx_rdata_put(&policy->rrs, pref, name) != KNOT_EOK) {
+		if (mx_rdata_put(&policy->rrs, prefs[i], names[i]) != KNOT_EOK) {
 			mxf_policy_free(policy);
 			*err = "out of memory";
 			return NULL;

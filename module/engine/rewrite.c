@@ -144,7 +144,8 @@ mxf_verdict_t mxf_classify(const mxf_policy_t *policy, const knot_rdataset_t *rr
 /* Case-insensitive: is \a name (uncompressed) at or below \a zone, of
  * \a zone_size bytes? Walks the label lengths only; compares the one suffix
  * of the zone's size. */
-static bool in_zone(const knot_dname_t *name, const knot_dname_t *zone, size_t zone_size)
+static inline __attribute__((always_inline))
+bool in_zone(const knot_dname_t *name, const knot_dname_t *zone, size_t zone_size)
 {
 	size_t size = mxf_flat_name_size(name);
 	size_t pos = 0;
@@ -272,12 +273,6 @@ static bool is_mx_candidate(const mxf_ctx_t *ctx, size_t zone_size,
 	       !mxf_is_own_set(ctx->policy, rr) && in_zone(rr->owner, ctx->zone, zone_size);
 }
 
-static bool rrsig_covers(const knot_rrset_t *rr, uint16_t type)
-{
-	return rr->type == KNOT_RRTYPE_RRSIG && rr->rrs.count > 0 &&
-	       rr->rrs.rdata->len >= 2 &&
-	       knot_rrsig_type_covered(rr->rrs.rdata) == type;
-}
 
 /*** Marking. ***/
 
@@ -413,7 +408,7 @@ static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 		if (MXF_W_ACT(act[i]) != MXF_W_KEEP) {
 			continue;
 		}
-		if (rrsig_covers(rr, KNOT_RRTYPE_MX) && covers_removed_mx(pkt, act, i)) {
+		if (mxf_rrsig_covers(rr, KNOT_RRTYPE_MX) && covers_removed_mx(pkt, act, i)) {
 			act[i] = MXF_W_DROP;
 			continue;
 		}
@@ -421,8 +416,8 @@ static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 			continue;
 		}
 		bool address = rr->type == KNOT_RRTYPE_A || rr->type == KNOT_RRTYPE_AAAA ||
-		               rrsig_covers(rr, KNOT_RRTYPE_A) ||
-		               rrsig_covers(rr, KNOT_RRTYPE_AAAA);
+		               mxf_rrsig_covers(rr, KNOT_RRTYPE_A) ||
+		               mxf_rrsig_covers(rr, KNOT_RRTYPE_AAAA);
 		if (address && is_blocked_exchange(pkt, ctx, act, rr->owner)) {
 			act[i] = MXF_W_DROP;
 			if (rr->type != KNOT_RRTYPE_RRSIG) {
@@ -437,7 +432,7 @@ static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 static bool dependents_before(const knot_pkt_t *pkt, uint16_t idx)
 {
 	for (uint16_t i = 0; i < idx; i++) {
-		if (rrsig_covers(&pkt->rr[i], KNOT_RRTYPE_MX)) {
+		if (mxf_rrsig_covers(&pkt->rr[i], KNOT_RRTYPE_MX)) {
 			return true;
 		}
 	}

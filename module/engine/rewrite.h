@@ -19,7 +19,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/policy.h"
+#include "policy.h"
 #include "writer.h"
 
 /*! Risk of a legacy record. */

@@ -1024,9 +1024,12 @@ void mxf_sigcache_stats(mxf_sigcache_stats_t *stats)
 	pthread_mutex_unlock(&C.lock);
 }
 
-static bool cache_register(mxf_signer_t *s)
+static bool cache_register(mxf_signer_t *s, const mxf_sigcache_limits_t *limits)
 {
 	pthread_mutex_lock(&C.lock);
+	if (limits != NULL) {
+		C.limits = *limits;
+	}
 	if (C.signers == C.heap_cap) {
 		size_t cap = C.heap_cap ? 2 * C.heap_cap : 64;
 		mxf_signer_t **heap = realloc(C.heap, cap * sizeof(*heap));
@@ -1081,7 +1084,7 @@ static void cache_destroy(void)
 }
 
 mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
-                             const char **err)
+                             const mxf_sigcache_limits_t *limits, const char **err)
 {
 	mxf_signer_t *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -1099,7 +1102,7 @@ mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
 	s->zone_size = knot_dname_size(s->zone);
 
 	pthread_mutex_lock(&C.life);
-	bool ok = cache_register(s);
+	bool ok = cache_register(s, limits);
 	pthread_mutex_unlock(&C.life);
 	if (!ok) {
 		mxf_signer_free(s);

@@ -107,10 +107,12 @@ void mxf_sigcache_stats(mxf_sigcache_stats_t *stats);
  * \brief Creates a signer for \a zone reading private keys from the PEM
  *        key store directory \a keystore_dir.
  *
- * \param err  On error, set to a static reason.
+ * \param limits  The server-wide cache's limits from now on, or NULL to
+ *                keep them (MXF_SIGCACHE_* until given).
+ * \param err     On error, set to a static reason.
  */
 mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
-                             const char **err);
+                             const mxf_sigcache_limits_t *limits, const char **err);
 
 /*!
  * \brief Adds the PEM key store directory \a keystore_dir, searched for a

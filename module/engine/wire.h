@@ -50,6 +50,14 @@ static inline const knot_rdata_t *mxf_rd_next(const knot_rdata_t *rd)
 	return knot_rdataset_next((knot_rdata_t *)rd);
 }
 
+/* Whether \a rr is an RRSIG RRset over \a type (its first record says). */
+static inline bool mxf_rrsig_covers(const knot_rrset_t *rr, uint16_t type)
+{
+	return rr->type == KNOT_RRTYPE_RRSIG && rr->rrs.count > 0 &&
+	       rr->rrs.rdata->len >= 2 &&
+	       knot_rrsig_type_covered(rr->rrs.rdata) == type;
+}
+
 /* ASCII upper case to lower case, one byte. */
 static inline uint8_t mxf_lower(uint8_t c)
 {

@@ -48,13 +48,6 @@ static void pkt_free(knot_pkt_t *pkt, void *ptr)
 	}
 }
 
-static bool rrsig_covers(const knot_rrset_t *rr, uint16_t type)
-{
-	return rr->type == KNOT_RRTYPE_RRSIG && rr->rrs.count > 0 &&
-	       rr->rrs.rdata->len >= 2 &&
-	       knot_rrsig_type_covered(rr->rrs.rdata) == type;
-}
-
 /* T: whether entries [from, to) hold a TSIG. */
 static bool holds_tsig(const knot_pkt_t *pkt, uint16_t from, uint16_t to)
 {
@@ -608,27 +601,6 @@ void mxf_write_drop_from(knot_pkt_t *pkt, uint16_t idx)
 }
 
 /*** A tail of one RRset and its RRSIG. ***/
-
-bool mxf_write_is_tail(const knot_pkt_t *pkt, uint16_t idx)
-{
-	uint16_t count = pkt->rrset_count;
-	if (idx >= count || mxf_section_of(pkt, count - 1) != (int)pkt->current ||
-	    mxf_section_of(pkt, idx) != (int)pkt->current) {
-		return false;
-	}
-	if (idx + 1 == count) {
-		return true;
-	}
-	/* knotd writes an RRset's RRSIG right after it, owned by a copy of its
-	 * owner (or, for a wildcard reached through a CNAME, by the wildcard),
-	 * with its owner's compression pointer. */
-	const knot_rrset_t *rr = &pkt->rr[idx + 1];
-	uint16_t ptr = pkt->rr_info[idx + 1].compress_ptr[KNOT_COMPR_HINT_OWNER];
-	return idx + 2 == count && rrsig_covers(rr, pkt->rr[idx].type) &&
-	       (knot_dname_is_case_equal(rr->owner, pkt->rr[idx].owner) ||
-	        (ptr >= KNOT_WIRE_HEADER_SIZE &&
-	         ptr == pkt->rr_info[idx].compress_ptr[KNOT_COMPR_HINT_OWNER]));
-}
 
 int mxf_write_tail(knot_pkt_t *pkt, uint16_t idx, const mxf_set_writer_t *w)
 {

@@ -123,7 +123,8 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/policy.h"
+#include "policy.h"
+#include "wire.h"
 
 /*!
  * Signs an RRset: fills \a rrsig (memory owned by the callee, valid while
@@ -203,7 +204,27 @@ int mxf_write_rrsig(knot_pkt_t *pkt, const mxf_set_writer_t *w, uint16_t flags);
  *        written with its owner pointer or at its owner (knotd's order
  *        with DO).
  */
-bool mxf_write_is_tail(const knot_pkt_t *pkt, uint16_t idx);
+static inline bool mxf_write_is_tail(const knot_pkt_t *pkt, uint16_t idx)
+{
+	/* In the section being written, which ends the packet. */
+	uint16_t count = pkt->rrset_count;
+	const knot_pktsection_t *sec = &pkt->sections[pkt->current];
+	if (idx >= count || idx < sec->pos || sec->pos + sec->count != count) {
+		return false;
+	}
+	if (idx + 1 == count) {
+		return true;
+	}
+	/* knotd writes an RRset's RRSIG right after it, owned by a copy of its
+	 * owner (or, for a wildcard reached through a CNAME, by the wildcard),
+	 * with its owner's compression pointer. */
+	const knot_rrset_t *rr = &pkt->rr[idx + 1];
+	uint16_t ptr = pkt->rr_info[idx + 1].compress_ptr[KNOT_COMPR_HINT_OWNER];
+	return idx + 2 == count && mxf_rrsig_covers(rr, pkt->rr[idx].type) &&
+	       (knot_dname_is_case_equal(rr->owner, pkt->rr[idx].owner) ||
+	        (ptr >= KNOT_WIRE_HEADER_SIZE &&
+	         ptr == pkt->rr_info[idx].compress_ptr[KNOT_COMPR_HINT_OWNER]));
+}
 
 /*!
  * \brief Replaces entry \a idx (an MX RRset) and what follows it (its

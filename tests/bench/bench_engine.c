@@ -40,7 +40,7 @@
 #include <urcu.h>
 
 #include "engine/audit.h"
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "engine/rewrite.h"
 
 #ifdef HAVE_CALLGRIND_H

@@ -29,7 +29,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "engine/rewrite.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

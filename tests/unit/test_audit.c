@@ -28,7 +28,7 @@
 #include <urcu.h>
 
 #include "engine/audit.h"
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "pkt_helpers.h"
 
 #define INTERVAL	60

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "engine/rewrite.h"
 #include "pkt_helpers.h"
 

@@ -3,7 +3,7 @@
  */
 
 /*
- * module/knot/knotconf.c, the module's reading of Knot's own configuration,
+ * module/knotconf.c, the module's reading of Knot's own configuration,
  * against a configuration shaped as each Knot series answers it. The
  * knotd_* calls it makes are defined here (the module normally gets them
  * from knotd): they answer from a table, the way Knot's query_module.c
@@ -25,7 +25,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "knot/knotconf.h"
+#include "knotconf.h"
 
 /*** A configuration, and the knotd calls that read it. ***/
 

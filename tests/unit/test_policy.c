@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "pkt_helpers.h"
 
 /* Parses \a text, expects success with \a pref and \a name (wire, exact bytes). */

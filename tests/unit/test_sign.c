@@ -258,7 +258,7 @@ static void zone_init(zone_t *z, const char *dir)
 	z->zk.rrsig = &z->rrsig;
 	z->zk.dnskey = &z->dnskey;
 	const char *err = NULL;
-	z->signer = mxf_signer_new(G.zone, dir, &err);
+	z->signer = mxf_signer_new(G.zone, dir, NULL, &err);
 	assert_non_null(z->signer);
 }
 
@@ -464,7 +464,7 @@ static void zone_init_fast(zone_t *z)
 	z->zk.rrsig = &z->rrsig;
 	z->zk.dnskey = &z->dnskey;
 	const char *err = NULL;
-	z->signer = mxf_signer_new(G.zone, G.dir, &err);
+	z->signer = mxf_signer_new(G.zone, G.dir, NULL, &err);
 	assert_non_null(z->signer);
 }
 

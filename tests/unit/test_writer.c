@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
+#include "engine/policy.h"
 #include "engine/rewrite.h"
 #include "engine/writer.h"
 #include "pkt_helpers.h"

@@ -5,7 +5,8 @@
 /*!
  * \file
  *
- * \brief Filtering policy: the configured exchange set and options.
+ * \brief Filtering policy: the configured exchange set and options, parsed
+ *        (engine-internal; include/mxfilter/conf.h has the configuration).
  *
  * A policy is immutable once built. Zones whose policy settings are
  * identical share one policy through the registry, whatever mod-mxfilter id
@@ -23,46 +24,7 @@
 
 #include <libknot/libknot.h>
 
-/*! Most exchanges a policy may hold (an RRset of them must fit a packet). */
-#define MXF_MAX_EXCHANGES	32
-
-/*! Longest log-interval accepted, in seconds (one day). */
-#define MXF_MAX_LOG_INTERVAL	86400
-
-typedef enum {
-	MXF_MODE_ENFORCE = 0,
-	MXF_MODE_AUDIT,
-} mxf_mode_t;
-
-typedef enum {
-	MXF_SCOPE_ZONE = 0,
-	MXF_SCOPE_APEX,
-} mxf_scope_t;
-
-typedef enum {
-	MXF_NULLMX_KEEP = 0,
-	MXF_NULLMX_REPLACE,
-} mxf_nullmx_t;
-
-typedef enum {
-	MXF_XFR_ALLOW = 0,
-	MXF_XFR_LOG,
-	MXF_XFR_REFUSE,
-} mxf_transfer_t;
-
-/*! Configuration as read from knot.conf (strings are not owned). */
-typedef struct {
-	const char *const *exchange; /*!< "PREFERENCE NAME" values; none = default set. */
-	size_t exchange_count;
-	mxf_mode_t mode;
-	mxf_scope_t scope;
-	bool synthesize;
-	mxf_nullmx_t null_mx;
-	bool ttl_set;                /*!< False: inherit the replaced RRset's TTL. */
-	uint32_t ttl;
-	uint32_t log_interval;       /*!< Seconds; 0 logs every occurrence. */
-	mxf_transfer_t transfer;
-} mxf_conf_t;
+#include "mxfilter/conf.h"
 
 /*! One exchange of the filtering set. */
 typedef struct {
@@ -90,35 +52,6 @@ typedef struct mxf_policy {
 	knot_rdataset_t rrs;         /*!< The filtering set as MX rdata, canonical order. */
 	struct mxf_image *image;     /*!< The set's wire form (module/image.h), or NULL. */
 } mxf_policy_t;
-
-/*! The built-in default exchanges (DESIGN.md). */
-extern const char *const mxf_default_exchanges[];
-extern const size_t mxf_default_exchange_count;
-
-/*! Fill \a conf with the documented defaults. */
-void mxf_conf_default(mxf_conf_t *conf);
-
-/*!
- * \brief Parses one "PREFERENCE NAME" exchange value.
- *
- * \param text     Value as written in the configuration.
- * \param pref     Output preference.
- * \param name     Output name, lower-case, absolute.
- *
- * \return NULL on success, else a short lower-case reason.
- */
-const char *mxf_exchange_parse(const char *text, uint16_t *pref,
-                               knot_dname_storage_t name);
-
-/*!
- * \brief Checks a whole exchange list (syntax, duplicates, count).
- *
- * \param bad  On error, set to the offending value.
- *
- * \return NULL if valid, else a short lower-case reason.
- */
-const char *mxf_exchange_list_check(const char *const *values, size_t count,
-                                    const char **bad);
 
 /*!
  * \brief Builds a policy (not shared) from \a conf.
