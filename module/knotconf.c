@@ -111,9 +111,9 @@ static size_t policy_keystores(knotd_mod_t *mod, keystore_t *out, size_t max)
 void mxf_knot_keystores(knotd_mod_t *mod, mxf_knot_keys_t *keys)
 {
 	*keys = (mxf_knot_keys_t) { .count = 0 };
-	keystore_t ks[MXF_KNOT_KEYSTORES];
-	size_t count = policy_keystores(mod, ks, MXF_KNOT_KEYSTORES);
-	if (count > MXF_KNOT_KEYSTORES) {
+	keystore_t ks[MXF_MAX_KEYSTORES];
+	size_t count = policy_keystores(mod, ks, MXF_MAX_KEYSTORES);
+	if (count > MXF_MAX_KEYSTORES) {
 		keys->error = "too many key stores";
 		return;
 	}

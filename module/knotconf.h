@@ -28,12 +28,11 @@
 
 #include <knot/module.h>
 
-/*! Most key stores a zone's policy may name (Knot 3.5: a list). */
-#define MXF_KNOT_KEYSTORES	8
+#include "mxfilter/conf.h"
 
 /*! Where the zone's private keys are, as Knot finds them. */
 typedef struct {
-	char *dir[MXF_KNOT_KEYSTORES]; /*!< PEM key store directories, absolute,
+	char *dir[MXF_MAX_KEYSTORES]; /*!< PEM key store directories, absolute,
 	                                    in the order Knot searches them. */
 	size_t count;
 	const char *error;             /*!< Why the zone's keys cannot be read

@@ -1411,11 +1411,6 @@ static void tick(mxf_limiter_t *lim, uint32_t now, size_t part)
 	}
 }
 
-void mxf_limiter_tick(mxf_limiter_t *lim, uint32_t now)
-{
-	tick(lim, now, 1);
-}
-
 /* The thread's passes cover a large table in TICK_PARTS seconds, which
  * bounds its work per second (about 10 ms for 10^6 entries). */
 #define TICK_PARTS	8

@@ -76,7 +76,9 @@ typedef void (*mxf_emit_cb)(void *ctx, const mxf_line_t *line);
 
 typedef struct {
 	size_t max_bytes; /*!< Memory bound; 0: MXF_LIMITER_MAX_BYTES. */
-	bool thread;      /*!< Run mxf_limiter_tick() every second in a thread. */
+	bool thread;      /*!< Run the periodic work (forget records gone quiet,
+	                       queue the lines they hold) every second in a
+	                       thread of the limiter's; false: nobody does. */
 } mxf_limiter_opts_t;
 
 typedef struct {
@@ -94,16 +96,6 @@ mxf_limiter_t *mxf_limiter_new(const mxf_limiter_opts_t *opts);
  *        may use it any more.
  */
 void mxf_limiter_free(mxf_limiter_t *lim);
-
-/*!
- * \brief The limiter's periodic work at time \a now (mxf_now() seconds):
- *        forgets records gone quiet with nothing held and returns their
- *        memory; queues on its zone a record gone quiet with occurrences
- *        held (mxf_audit_flush() writes their line). Writes no line.
- *
- * Called every second by the limiter's thread; tests call it directly.
- */
-void mxf_limiter_tick(mxf_limiter_t *lim, uint32_t now);
 
 /*! \brief Current size of the limiter. */
 void mxf_limiter_stats(mxf_limiter_t *lim, mxf_limiter_stats_t *st);

@@ -190,11 +190,6 @@ static bool lacks(const knot_rrset_t *rr, const knot_dname_t *zone, size_t zone_
 	return missing;
 }
 
-bool mxf_denial_lacks(const knot_rrset_t *rr, const knot_dname_t *zone, uint16_t type)
-{
-	return lacks(rr, zone, mxf_flat_name_size(zone), type);
-}
-
 size_t mxf_denial_find(const knot_pkt_t *pkt, const knot_dname_t *zone, uint16_t type,
                        uint16_t *idx, size_t max)
 {

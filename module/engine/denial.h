@@ -69,14 +69,9 @@ int mxf_bitmap_add(const uint8_t *bitmap, size_t len, uint16_t type,
 int mxf_denial_bitmap(uint16_t type, const knot_rdata_t *rd, size_t *offset);
 
 /*!
- * \brief Whether \a rr is the apex's NSEC, or the NSEC3 of the apex's hash,
- *        of \a zone (lower-case) and does not list \a type in every rdata.
- */
-bool mxf_denial_lacks(const knot_rrset_t *rr, const knot_dname_t *zone,
-                      uint16_t type);
-
-/*!
- * \brief Finds the apex denial entries of a response that lack \a type.
+ * \brief Finds the apex denial entries of a response that lack \a type: the
+ *        apex's NSEC, or the NSEC3 of the apex's hash, of \a zone
+ *        (lower-case) that does not list \a type in every rdata.
  *
  * Looks at the ANSWER and AUTHORITY sections (a query of type NSEC puts the
  * record in the answer, every proof in the authority).

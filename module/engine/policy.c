@@ -165,18 +165,6 @@ static int mx_rdata_put(knot_rdataset_t *rrs, uint16_t pref, const knot_dname_t 
 	return knot_rdataset_add(rrs, rd, NULL);
 }
 
-bool mxf_policy_has(const mxf_policy_t *policy, uint16_t pref,
-                    const knot_dname_t *name)
-{
-	for (uint16_t i = 0; i < policy->count; i++) {
-		if (policy->ex[i].pref == pref &&
-		    knot_dname_is_case_equal(policy->ex[i].name, name)) {
-			return true;
-		}
-	}
-	return false;
-}
-
 mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 {
 	const char *const *values = conf->exchange;
@@ -374,15 +362,4 @@ size_t mxf_policy_refs(const mxf_policy_t *policy)
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return refs;
-}
-
-size_t mxf_policy_registry_size(void)
-{
-	size_t n = 0;
-	pthread_mutex_lock(&registry_lock);
-	for (entry_t *e = registry; e != NULL; e = e->next) {
-		n++;
-	}
-	pthread_mutex_unlock(&registry_lock);
-	return n;
 }

@@ -78,13 +78,6 @@ void mxf_policy_release(const mxf_policy_t *policy);
 /*! \brief References held on a shared policy (1 right after it was built). */
 size_t mxf_policy_refs(const mxf_policy_t *policy);
 
-/*! \brief Number of distinct shared policies alive (for tests). */
-size_t mxf_policy_registry_size(void);
-
-/*! \brief Whether \a pref / \a name is one of the policy's exchanges. */
-bool mxf_policy_has(const mxf_policy_t *policy, uint16_t pref,
-                    const knot_dname_t *name);
-
 /*! \brief Whether \a rrs is byte for byte the policy's set (canonical order,
  *         lower-case names): the common compliant case, one memcmp. */
 static inline bool mxf_policy_is_rrs(const mxf_policy_t *policy,

@@ -287,7 +287,6 @@ static bool group_is_legacy(const mxf_ctx_t *ctx, const verdict_acc_t *acc,
 		return false;
 	case MXF_SET_NULLMX:
 		if (ctx->policy->null_mx == MXF_NULLMX_KEEP) {
-			res->nullmx = sat_add(res->nullmx, 1);
 			return false;
 		}
 		return true;
@@ -400,8 +399,7 @@ static bool covers_removed_mx(const knot_pkt_t *pkt, const uint8_t *act, uint16_
 
 /* Marks RRSIGs of removed MX groups and additional records of blocked
  * exchangers. */
-static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
-                            mxf_result_t *res)
+static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act)
 {
 	for (uint16_t i = 0; i < pkt->rrset_count; i++) {
 		const knot_rrset_t *rr = &pkt->rr[i];
@@ -420,9 +418,6 @@ static void mark_dependents(knot_pkt_t *pkt, const mxf_ctx_t *ctx, uint8_t *act,
 		               mxf_rrsig_covers(rr, KNOT_RRTYPE_AAAA);
 		if (address && is_blocked_exchange(pkt, ctx, act, rr->owner)) {
 			act[i] = MXF_W_DROP;
-			if (rr->type != KNOT_RRTYPE_RRSIG) {
-				res->glue = sat_add(res->glue, rr->rrs.count);
-			}
 		}
 	}
 }
@@ -517,7 +512,7 @@ static int process_all(knot_pkt_t *pkt, const mxf_ctx_t *ctx, size_t zone_size,
 
 	int ret = KNOT_EOK;
 	if (change) {
-		mark_dependents(pkt, ctx, act, res);
+		mark_dependents(pkt, ctx, act);
 		mxf_set_writer_t w = set_writer(ctx);
 		ret = mxf_write_rebuild(pkt, act, NULL, 0, &w);
 	}
@@ -586,9 +581,4 @@ int mxf_pkt_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 		}
 	}
 	return -1;
-}
-
-bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
-{
-	return mxf_pkt_leak(pkt, ctx) >= 0;
 }

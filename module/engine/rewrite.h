@@ -81,14 +81,12 @@ typedef struct {
 	void *sign_data;
 } mxf_ctx_t;
 
-/*! Outcome of one mxf_process() call. */
+/*! What one mxf_process() call counts (the zone's counters). */
 typedef struct {
 	uint16_t enforced;   /*!< MX RRsets replaced by the filtering set. */
 	uint16_t compliant;  /*!< Zone MX RRsets already compliant. */
-	uint16_t nullmx;     /*!< Null MX RRsets kept. */
 	uint16_t blocked[2]; /*!< Legacy records removed, by risk. */
 	uint16_t served;     /*!< Legacy records served (audit / out of scope). */
-	uint16_t glue;       /*!< Additional records of blocked exchangers removed. */
 } mxf_result_t;
 
 /*! \brief Risk of a legacy record with preference \a pref. */
@@ -142,11 +140,8 @@ void mxf_report(const mxf_ctx_t *ctx, const knot_rrset_t *rr, bool expanded,
 int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res);
 
 /*!
- * \brief Whether \a pkt still holds an MX RRset that the policy would replace.
- *
- * Read-only check used as a last line of defence (the END stage).
+ * \brief Index of the first RRset of \a pkt that the policy would still
+ *        replace, or -1: a read-only check, the last line of defence (the
+ *        END stage).
  */
-bool mxf_pkt_has_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx);
-
-/*! \brief Index of the first RRset mxf_pkt_has_leak() objects to, or -1. */
 int mxf_pkt_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx);

@@ -151,7 +151,6 @@ struct mxf_signer {
 	size_t used;
 	size_t heap_idx;
 	bool registered;
-	_Atomic uint64_t signatures;
 	knot_dname_t *zone;         /* Lower case. */
 	size_t zone_size;
 };
@@ -881,7 +880,6 @@ static entry_t *entry_make(mxf_signer_t *s, state_t *st, const knot_rrset_t *set
 		memcpy(e->data + rrsig_size, set->rrs.rdata, set->rrs.size);
 		memcpy(e->data + rrsig_size + set->rrs.size, owner, owner_size);
 		st->rrsig_size = rrsig_size;
-		atomic_fetch_add(&s->signatures, st->count);
 	}
 	for (uint16_t i = 0; i < st->count; i++) {
 		dnssec_binary_free(&sig[i]);
@@ -997,33 +995,6 @@ static int sign_miss(mxf_signer_t *s, const knot_rrset_t *set, const mxf_zone_ke
 
 /*** Public API. ***/
 
-void mxf_sigcache_set_limits(const mxf_sigcache_limits_t *limits)
-{
-	static const mxf_sigcache_limits_t defaults = {
-		MXF_SIGCACHE_BASE, MXF_SIGCACHE_PER_ZONE, MXF_SIGCACHE_RATE, MXF_SIGCACHE_BURST
-	};
-	pthread_mutex_lock(&C.lock);
-	C.limits = (limits != NULL) ? *limits : defaults;
-	budget_update();
-	pthread_mutex_unlock(&C.lock);
-}
-
-void mxf_sigcache_stats(mxf_sigcache_stats_t *stats)
-{
-	pthread_mutex_lock(&C.lock);
-	budget_update();
-	*stats = (mxf_sigcache_stats_t) {
-		.budget = C.budget,
-		.used = C.used,
-		.entries = C.live,
-		.signers = C.signers,
-		.evicted = C.evicted,
-		.limited = C.limited,
-		.key_loads = atomic_load(&C.key_loads),
-	};
-	pthread_mutex_unlock(&C.lock);
-}
-
 static bool cache_register(mxf_signer_t *s, const mxf_sigcache_limits_t *limits)
 {
 	pthread_mutex_lock(&C.lock);
@@ -1117,7 +1088,7 @@ int mxf_signer_add_keystore(mxf_signer_t *s, const char *keystore_dir)
 	if (s == NULL || keystore_dir == NULL) {
 		return KNOT_EINVAL;
 	}
-	if (s->keystore_count == MXF_SIGNER_KEYSTORES) {
+	if (s->keystore_count == MXF_MAX_KEYSTORES) {
 		return KNOT_ELIMIT;
 	}
 	keystore_t *ks = realloc(s->keystores, (s->keystore_count + 1) * sizeof(*ks));
@@ -1181,19 +1152,6 @@ void mxf_signer_free(mxf_signer_t *s)
 	free(s);
 }
 
-uint64_t mxf_signer_signatures(const mxf_signer_t *s)
-{
-	return atomic_load(&((mxf_signer_t *)s)->signatures);
-}
-
-size_t mxf_signer_cached(const mxf_signer_t *s)
-{
-	pthread_mutex_lock(&C.lock);
-	size_t used = s->used;
-	pthread_mutex_unlock(&C.lock);
-	return used;
-}
-
 int mxf_signer_sign_info(mxf_signer_t *s, const knot_rrset_t *set,
                          const mxf_zone_keys_t *zk, knot_rrset_t *rrsig,
                          mxf_sign_info_t *info)
@@ -1231,10 +1189,4 @@ int mxf_signer_sign_info(mxf_signer_t *s, const knot_rrset_t *set,
 	knot_rrset_init(rrsig, set->owner, KNOT_RRTYPE_RRSIG, set->rclass, set->ttl);
 	rrsig->rrs = e->rrsig;
 	return KNOT_EOK;
-}
-
-int mxf_signer_sign(mxf_signer_t *s, const knot_rrset_t *set,
-                    const mxf_zone_keys_t *zk, knot_rrset_t *rrsig)
-{
-	return mxf_signer_sign_info(s, set, zk, rrsig, NULL);
 }

@@ -327,16 +327,16 @@ static void test_too_many_stores(void **state)
 		.storage = "/var/lib/knot", .kasp_db = "keys", .signs = true,
 		.policy = "p", .multi = true, .stores = { { "pem", 1, "store" } },
 	};
-	for (size_t i = 0; i < MXF_KNOT_KEYSTORES; i++) {
+	for (size_t i = 0; i < MXF_MAX_KEYSTORES; i++) {
 		f.policy_stores[i] = "pem";
 	}
 	set(&f);
 	mxf_knot_keys_t keys;
 	mxf_knot_keystores(MOD, &keys);
 	assert_null(keys.error);
-	assert_int_equal(keys.count, MXF_KNOT_KEYSTORES);
+	assert_int_equal(keys.count, MXF_MAX_KEYSTORES);
 	mxf_knot_keys_free(&keys);
-	f.policy_stores[MXF_KNOT_KEYSTORES] = "pem";
+	f.policy_stores[MXF_MAX_KEYSTORES] = "pem";
 	expect_keys(&f, "too many key stores", NULL);
 }
 
