@@ -11,12 +11,13 @@
  * The engine decides and writes; the glue (module/mxfilter.c) reads the
  * configuration, registers the hooks mxf_zone_stages() asks for and the
  * counters, fills an mxf_query_t from Knot's query data, calls the stage,
- * counts what the engine counts, sets the rcode and returns the state the
- * engine's answer says. Lines are written by the engine through the glue's log callback
- * (text and syslog level, for knotd_mod_log()).
+ * counts what the engine counts (mxf_server_t.count), sets the rcode and
+ * returns the Knot state for what the stage says. The engine writes its
+ * lines through the glue's log callback (text and syslog level, for
+ * knotd_mod_log()).
  *
  * The engine depends on libknot, libdnssec and liburcu only. Zone data
- * comes through mxf_reader_t, which the glue implements with Knot's module
+ * comes through mxf_server_t, which the glue implements with Knot's module
  * API; the engine never sees a knotd type. Threads: the stage calls run in
  * knotd's workers, inside rcu_read_lock() (as knotd runs every query);
  * mxf_zone_new() and mxf_zone_free() at module load and unload.

@@ -12,7 +12,7 @@
  * A record is logged at most once and at least once per log-interval, and
  * the occurrences not logged are counted exactly: lines + the sum of their
  * "suppressed" = occurrences (docs/log-format.md, "Rate limiting", states
- * the rule this implements). module/audit.c explains the design.
+ * the rule this implements). audit.c explains the design.
  *
  * Threads: mxf_audit_set(), mxf_audit_record(), mxf_audit_done(),
  * mxf_audit_full() and mxf_audit_error() look entries up without a lock:
@@ -101,8 +101,8 @@ void mxf_limiter_free(mxf_limiter_t *lim);
 void mxf_limiter_stats(mxf_limiter_t *lim, mxf_limiter_stats_t *st);
 
 /*!
- * \brief One zone's part of the limiter, one per module instance (the glue
- *        embeds it in its zone context). Fields are private.
+ * \brief One zone's part of the limiter, one per module instance (the
+ *        engine's zone, zone.h, embeds it). Fields are private.
  *
  * Records are keyed by the zone's name, not by the instance: the instances
  * of one zone (a reload loads the new ones before it unloads the old) share

@@ -2,6 +2,14 @@
  *  SPDX-License-Identifier: GPL-3.0-or-later
  */
 
+/*
+ * The configuration's checks and defaults (include/mxfilter/conf.h), and
+ * the policy built from it: the filtering set as MX rdata in canonical
+ * order, indexed for classification, with its wire image (writer.c), shared
+ * by every zone of the same configuration through a registry touched only
+ * at module load and unload.
+ */
+
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>

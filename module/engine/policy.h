@@ -50,7 +50,7 @@ typedef struct mxf_policy {
 	                                  record whose bit is clear is legacy. */
 	mxf_exchange_t ex[MXF_MAX_EXCHANGES]; /*!< Sorted as in the rdataset. */
 	knot_rdataset_t rrs;         /*!< The filtering set as MX rdata, canonical order. */
-	struct mxf_image *image;     /*!< The set's wire form (module/image.h), or NULL. */
+	struct mxf_image *image;     /*!< The set's wire form (writer.h, W1), or NULL. */
 } mxf_policy_t;
 
 /*!

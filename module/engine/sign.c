@@ -3,7 +3,7 @@
  */
 
 /*
- * Signer and signature cache (include/mxfilter/sign.h has the contract).
+ * Signer and signature cache (sign.h has the contract).
  *
  * Signing state. A zone's state is a copy of its SOA RRSIGs (every byte)
  * and the private key of each, built under the zone's mutex when a query

@@ -22,7 +22,10 @@
 
 #include <libknot/libknot.h>
 
-/* Wire size of a flat (uncompressed) name. */
+/* Wire size of a flat (uncompressed) name: knot_dname_size() without its
+ * compression-pointer case, inlined where the size of a name in rr[] (libknot
+ * stores them flat) is needed on the busy path, instead of a call through
+ * the PLT per owner (about 15 instructions each on an enforced answer). */
 static inline size_t mxf_flat_name_size(const uint8_t *name)
 {
 	size_t size = 0;

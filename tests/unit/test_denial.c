@@ -3,7 +3,7 @@
  */
 
 /*
- * Denial records that agree with a synthesized apex MX (module/denial.c):
+ * Denial records that agree with a synthesized apex MX (module/engine/denial.c):
  * the type bitmap edit against an independent model, the recognition of the
  * apex's NSEC/NSEC3, and the packet edit on responses built as knotd builds
  * them (NODATA, NXDOMAIN, a query of type NSEC), serialized, parsed back and
