@@ -208,17 +208,18 @@ static inline void query_init(mxf_query_t *q, knot_pkt_t *pkt, knotd_qdata_t *qd
 	q->udp = qdata->params->proto == KNOTD_QUERY_PROTO_UDP;
 }
 
-/* An in-hook's engine call, and Knot's state for what it says. */
-#define RUN_IN(stage, kstate) do { \
-	mxf_query_t q; \
-	query_init(&q, pkt, qdata, mod, (kstate)); \
-	return in_state(state, stage(knotd_mod_ctx(mod), &q), qdata); \
-} while (0)
+typedef mxf_step_t (*stage_f)(mxf_zone_t *, const mxf_query_t *);
 
-static inline knotd_in_state_t in_state(knotd_in_state_t state, mxf_step_t step,
-                                 knotd_qdata_t *qdata)
+/* An in-hook's engine call, and Knot's state for what it says (inlined
+ * into each hook's slow path: the stage is called directly). */
+static inline __attribute__((always_inline))
+knotd_in_state_t run_in(stage_f stage, mxf_zone_t *zone, knotd_in_state_t state,
+                        knot_pkt_t *pkt, knotd_qdata_t *qdata, knotd_mod_t *mod,
+                        mxf_knot_state_t kstate)
 {
-	switch (step) {
+	mxf_query_t q;
+	query_init(&q, pkt, qdata, mod, kstate);
+	switch (stage(zone, &q)) {
 	case MXF_HIT:      return KNOTD_IN_STATE_HIT;
 	case MXF_TRUNC:    return KNOTD_IN_STATE_TRUNC;
 	case MXF_SERVFAIL:
@@ -229,9 +230,8 @@ static inline knotd_in_state_t in_state(knotd_in_state_t state, mxf_step_t step,
 }
 
 /* A zone hook's engine call, and Knot's state for what it says. */
-static knotd_state_t run(mxf_step_t (*stage)(mxf_zone_t *, const mxf_query_t *),
-                         knotd_state_t state, knot_pkt_t *pkt, knotd_qdata_t *qdata,
-                         knotd_mod_t *mod)
+static knotd_state_t run(stage_f stage, knotd_state_t state, knot_pkt_t *pkt,
+                         knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	mxf_query_t q;
 	query_init(&q, pkt, qdata, mod,
@@ -259,25 +259,28 @@ static knotd_in_state_t preanswer(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
 	/* Most MX queries on Knot 3.2 (below the apex) end here. */
-	if (!mxf_preanswer_reaches(knotd_mod_ctx(mod), pkt, state == KNOTD_IN_STATE_BEGIN,
+	mxf_zone_t *zone = knotd_mod_ctx(mod);
+	if (!mxf_preanswer_reaches(zone, pkt, state == KNOTD_IN_STATE_BEGIN,
 	                           server.rrset != NULL)) {
 		return state;
 	}
-	RUN_IN(mxf_preanswer, MXF_KNOT_BEGIN);
+	return run_in(mxf_preanswer, zone, state, pkt, qdata, mod, MXF_KNOT_BEGIN);
 }
 
 __attribute__((noinline))
 static knotd_in_state_t answer(knotd_in_state_t state, knot_pkt_t *pkt,
                                knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	RUN_IN(mxf_answer, state == KNOTD_IN_STATE_NODATA ? MXF_KNOT_NODATA : MXF_KNOT_OTHER);
+	return run_in(mxf_answer, knotd_mod_ctx(mod), state, pkt, qdata, mod,
+	              state == KNOTD_IN_STATE_NODATA ? MXF_KNOT_NODATA : MXF_KNOT_OTHER);
 }
 
 __attribute__((noinline))
 static knotd_in_state_t authority(knotd_in_state_t state, knot_pkt_t *pkt,
                                   knotd_qdata_t *qdata, knotd_mod_t *mod)
 {
-	RUN_IN(mxf_authority, MXF_KNOT_OTHER);
+	return run_in(mxf_authority, knotd_mod_ctx(mod), state, pkt, qdata, mod,
+	              MXF_KNOT_OTHER);
 }
 
 /* The in-hooks: what the stage looks at, tested inline. */

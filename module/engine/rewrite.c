@@ -155,6 +155,11 @@ bool in_zone(const knot_dname_t *name, const knot_dname_t *zone, size_t zone_siz
 	return size - pos == zone_size && mxf_wire_case_equal(name + pos, zone, zone_size);
 }
 
+static inline size_t ctx_zone_size(const mxf_ctx_t *ctx)
+{
+	return ctx->zone_size != 0 ? ctx->zone_size : mxf_flat_name_size(ctx->zone);
+}
+
 static bool in_scope(const mxf_ctx_t *ctx, const knot_dname_t *owner)
 {
 	return ctx->policy->scope == MXF_SCOPE_ZONE ||
@@ -539,7 +544,7 @@ int mxf_process(knot_pkt_t *pkt, const mxf_ctx_t *ctx, mxf_result_t *res)
 	if (first == count) {
 		return KNOT_EOK;
 	}
-	size_t zone_size = mxf_flat_name_size(ctx->zone);
+	size_t zone_size = ctx_zone_size(ctx);
 	while (first < count && !is_mx_candidate(ctx, zone_size, &pkt->rr[first])) {
 		first++;
 	}
@@ -564,7 +569,7 @@ int mxf_pkt_leak(const knot_pkt_t *pkt, const mxf_ctx_t *ctx)
 		/* Cheapest first: a compliant RRset is one memcmp. */
 		if (rr->type != KNOT_RRTYPE_MX || rr->rrs.count == 0 ||
 		    mxf_is_own_set(ctx->policy, rr) || mxf_policy_is_rrs(ctx->policy, &rr->rrs) ||
-		    !in_zone(rr->owner, ctx->zone, mxf_flat_name_size(ctx->zone)) ||
+		    !in_zone(rr->owner, ctx->zone, ctx_zone_size(ctx)) ||
 		    !in_scope(ctx, rr->owner)) {
 			continue;
 		}

@@ -70,6 +70,7 @@ typedef bool (*mxf_legacy_set_cb)(const knot_rrset_t *rr, bool expanded,
 typedef struct {
 	const mxf_policy_t *policy;
 	const knot_dname_t *zone;  /*!< Zone apex, lower-case. */
+	size_t zone_size;          /*!< Its wire size, if known (0: computed). */
 	mxf_legacy_cb on_legacy;   /*!< Optional. */
 	mxf_legacy_set_cb on_legacy_set; /*!< Optional (NULL: every record is reported). */
 	/*! Optional: each filtering exchange that an owner's non-compliant MX

@@ -306,6 +306,7 @@ static mxf_ctx_t ctx_init(call_t *c)
 	mxf_ctx_t ctx = {
 		.policy = policy,
 		.zone = c->zone->name,
+		.zone_size = c->zone->zone_size,
 		.on_legacy = on_legacy,
 		.on_legacy_set = on_legacy_set,
 		.on_missing = on_missing,
@@ -741,7 +742,8 @@ mxf_step_t mxf_end(mxf_zone_t *zone, const mxf_query_t *q)
 	if ((qtype == KNOT_RRTYPE_MX || qtype == KNOT_RRTYPE_ANY) &&
 	    policy->mode == MXF_MODE_ENFORCE) {
 		/* A read-only check: the policy and the zone are all it needs. */
-		mxf_ctx_t ctx = { .policy = policy, .zone = zone->name };
+		mxf_ctx_t ctx = { .policy = policy, .zone = zone->name,
+		                  .zone_size = zone->zone_size };
 		int leak = mxf_pkt_leak(pkt, &ctx);
 		if (leak >= 0) {
 			end_leak(&c, leak);

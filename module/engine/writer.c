@@ -402,13 +402,14 @@ static void cut_packet(knot_pkt_t *pkt, uint16_t cut, int cut_sec)
 
 	/* Q: the question's name is flat and was checked when it was parsed
 	 * or written; without one, libknot compresses nothing. */
-	uint16_t labels = 0;
-	if (pkt->qname_size > 0) {
+	uint16_t labels = 0, pos = 0;
+	if (__builtin_expect(pkt->qname_size > 0, 1)) {
 		for (const uint8_t *l = pkt->wire + KNOT_WIRE_HEADER_SIZE; *l != 0; l += 1 + *l) {
 			labels++;
 		}
+		pos = KNOT_WIRE_HEADER_SIZE;
 	}
-	pkt->compr.suffix.pos = (pkt->qname_size > 0) ? KNOT_WIRE_HEADER_SIZE : 0;
+	pkt->compr.suffix.pos = pos;
 	pkt->compr.suffix.labels = labels;
 }
 
@@ -609,26 +610,22 @@ int mxf_write_tail(knot_pkt_t *pkt, uint16_t idx, const mxf_set_writer_t *w)
 		drop_from(pkt, idx, sec); /* T, I7. */
 		return KNOT_EDENIED;
 	}
+	/* The RRset (what put_replacement() reads of it) and its RRSIG, which
+	 * goes with it (I5). */
 	const knot_rrinfo_t *info = &pkt->rr_info[idx];
-	saved_t orig = {
-		.rr = pkt->rr[idx],
-		.flags = info->flags,
-		.owner_ptr = info->compress_ptr[KNOT_COMPR_HINT_OWNER],
-		.act = MXF_W_SET,
-		.section = (uint8_t)sec,
-	};
-	saved_t sig = { .flags = 0 };
-	if (idx + 1 < pkt->rrset_count) {
-		sig.rr = pkt->rr[idx + 1];
-		sig.flags = pkt->rr_info[idx + 1].flags;
+	saved_t orig;
+	orig.rr = pkt->rr[idx];
+	orig.flags = info->flags;
+	uint16_t owner_ptr = info->compress_ptr[KNOT_COMPR_HINT_OWNER];
+	if (idx + 1 < pkt->rrset_count && (pkt->rr_info[idx + 1].flags & KNOT_PF_FREE)) {
+		knot_rrset_clear(&pkt->rr[idx + 1], &pkt->mm);
 	}
 	cut_packet(pkt, idx, sec);
-	uint16_t hint = owner_hint(pkt, orig.rr.owner, orig.owner_ptr, pkt->size);
+	uint16_t hint = owner_hint(pkt, orig.rr.owner, owner_ptr, pkt->size);
 	int ret = put_replacement(pkt, w->policy, &orig, hint);
 	if (ret == KNOT_EOK) {
 		ret = mxf_write_rrsig(pkt, w, orig.flags);
 	}
-	free_saved(pkt, &sig);
 	return ret;
 }
 
