@@ -39,9 +39,9 @@
 #include <libknot/libknot.h>
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
-#include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/audit.h"
+#include "engine/policy.h"
+#include "engine/rewrite.h"
 
 #ifdef HAVE_CALLGRIND_H
 #include <valgrind/callgrind.h>
@@ -234,7 +234,7 @@ static knot_pkt_t *build_response(const fixture_t *f)
 	return build_response_in(f, resp_wire, &pkt_mm);
 }
 
-/*** What the glue does per legacy RRset and record (mxf_audit_*). ***/
+/*** What the stages (stage.c) do per legacy RRset and record (mxf_audit_*). ***/
 
 static mxf_limiter_t *limiter;
 static mxf_audit_zone_t bench_zone;
@@ -246,7 +246,7 @@ typedef struct {
 	unsigned lines;
 } audit_cb_t;
 
-/* The glue starts each query's audit before the engine runs and ends it
+/* A stage starts each query's audit before the rewrite runs and ends it
  * after (mxf_audit_done()). A fixed clock keeps every key silent after its
  * first hit: the steady state with log-interval 60 (no line formatted). */
 static void audit_begin(audit_cb_t *a)
@@ -348,7 +348,7 @@ static void run_preanswer(const bench_case_t *c, unsigned iters)
 		}
 		mxf_report(c->ctx, c->rrset, false, MXF_ACTION_BLOCKED, &res);
 		mxf_audit_done(&audit_cb.audit);
-		expect_ok(mxf_put_set(pkt, policy, zone_name, c->rrset->ttl,
+		expect_ok(mxf_write_set(pkt, policy, zone_name, c->rrset->ttl,
 		                      KNOT_COMPR_HINT_QNAME, KNOT_PF_NULL), c->name);
 		sink += pkt->size + res.blocked[0];
 		knot_pkt_free(pkt);
@@ -359,8 +359,8 @@ static void run_preanswer(const bench_case_t *c, unsigned iters)
 static void run_has_leak(const bench_case_t *c, unsigned iters)
 {
 	for (unsigned i = 0; i < iters; i++) {
-		if (mxf_pkt_has_leak(c->pkt, c->ctx)) {
-			die("mxf_pkt_has_leak (leak found)", 0);
+		if ((mxf_pkt_leak(c->pkt, c->ctx) >= 0)) {
+			die("mxf_pkt_leak (leak found)", 0);
 		}
 		sink++;
 	}
@@ -387,7 +387,7 @@ static void run_limiter(const bench_case_t *c, unsigned iters)
 	}
 }
 
-/* The glue reads the clock once per legacy record. */
+/* The limiter reads the clock once per query (mxf_audit_init()). */
 static void run_now(const bench_case_t *c, unsigned iters)
 {
 	for (unsigned i = 0; i < iters; i++) {

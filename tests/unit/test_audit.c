@@ -27,12 +27,20 @@
 
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
-#include "mxfilter/policy.h"
+/* The engine's audit limiter compiled in: the test drives its periodic
+ * work itself (tick()), where the product runs it in the limiter's thread. */
+#include "engine/audit.c"
+#include "engine/policy.h"
 #include "pkt_helpers.h"
 
 #define INTERVAL	60
 #define T0		1000
+
+/* One pass of the limiter's periodic work at \a now, over the whole table. */
+static void limiter_tick(mxf_limiter_t *lim, uint32_t now)
+{
+	tick(lim, now, 1);
+}
 
 /*** Lines of held occurrences (mxf_audit_flush()'s callback). ***/
 
@@ -176,7 +184,7 @@ static void test_record_rule(void **state)
 
 	/* Quiet for long after a line with nothing held: forgotten, then a
 	 * first occurrence again. */
-	mxf_limiter_tick(lim, T0 + 5 * INTERVAL);
+	limiter_tick(lim, T0 + 5 * INTERVAL);
 	assert_false(mxf_audit_due(&z));
 	assert_int_equal(flush(&z, T0 + 5 * INTERVAL), 0);
 	mxf_limiter_stats_t st;
@@ -207,11 +215,11 @@ static void test_quiet_line(void **state)
 		assert_int_equal(hit1(&z, T0 + 10 + i, rec), -1);
 	}
 	/* The interval is over but the next occurrence may still carry them. */
-	mxf_limiter_tick(lim, T0 + INTERVAL);
-	mxf_limiter_tick(lim, T0 + 2 * INTERVAL - 1);
+	limiter_tick(lim, T0 + INTERVAL);
+	limiter_tick(lim, T0 + 2 * INTERVAL - 1);
 	assert_false(mxf_audit_due(&z));
 	/* A whole interval quiet: queued on the zone, written by its flush. */
-	mxf_limiter_tick(lim, T0 + 2 * INTERVAL);
+	limiter_tick(lim, T0 + 2 * INTERVAL);
 	assert_true(mxf_audit_due(&z));
 	assert_int_equal(emitted_count(), 0);
 	assert_int_equal(flush(&z, T0 + 2 * INTERVAL + 3), 1);
@@ -230,13 +238,13 @@ static void test_quiet_line(void **state)
 
 	/* Queued, but a query carried them first: no second line. */
 	assert_int_equal(hit1(&z, T0 + 3 * INTERVAL + 4, rec), -1);
-	mxf_limiter_tick(lim, T0 + 5 * INTERVAL + 3);
+	limiter_tick(lim, T0 + 5 * INTERVAL + 3);
 	assert_true(mxf_audit_due(&z));
 	assert_int_equal(hit1(&z, T0 + 5 * INTERVAL + 4, rec), 1);
 	assert_int_equal(flush(&z, T0 + 5 * INTERVAL + 5), 0);
 
 	/* Nothing held at the end of an interval: forgotten, no line. */
-	mxf_limiter_tick(lim, T0 + 8 * INTERVAL);
+	limiter_tick(lim, T0 + 8 * INTERVAL);
 	assert_int_equal(emitted_count(), 1);
 	mxf_limiter_stats_t st;
 	mxf_limiter_stats(lim, &st);
@@ -268,7 +276,7 @@ static void test_zone_instances(void **state)
 	assert_int_equal(hit1(&other, t1 - 10, rb), 0);
 	assert_int_equal(hit1(&other, t1 - 9, rb), -1);
 	/* ra2 goes quiet: queued on the old instance. */
-	mxf_limiter_tick(lim, t1);
+	limiter_tick(lim, t1);
 	assert_true(mxf_audit_due(&old));
 
 	/* A reload: the new instance shares the records (no new line), and
@@ -294,7 +302,7 @@ static void test_zone_instances(void **state)
 	mxf_limiter_stats(lim, &st);
 	assert_int_equal(st.entries, 1); /* b.test. is another zone. */
 	assert_int_equal(mxf_audit_zone_clear(&other), 1);
-	mxf_limiter_tick(lim, T0 + 1); /* Frees the unlinked entries. */
+	limiter_tick(lim, T0 + 1); /* Frees the unlinked entries. */
 	mxf_limiter_free(lim);
 }
 
@@ -345,7 +353,7 @@ static void test_keys(void **state)
 		assert_int_equal(occur(NULL, INTERVAL, T0, &r.rec, MXF_LINE_LEGACY), 0);
 	}
 	mxf_audit_zone_clear(&z);
-	mxf_limiter_tick(lim, T0);
+	limiter_tick(lim, T0);
 	mxf_limiter_free(lim);
 }
 
@@ -389,11 +397,11 @@ static void test_million(void **state)
 	              st.bytes - base.bytes, (double)(st.bytes - base.bytes) / MANY, st.slots);
 
 	/* Each held one: its line once quiet for an interval, then forgotten. */
-	mxf_limiter_tick(lim, T0 + 2 * INTERVAL + 20);
+	limiter_tick(lim, T0 + 2 * INTERVAL + 20);
 	assert_int_equal(flush(&z, T0 + 2 * INTERVAL + 20), MANY);
 	assert_int_equal(emitted_count(), MANY);
 	assert_int_equal(emitted_supp, 0);
-	mxf_limiter_tick(lim, T0 + 4 * INTERVAL + 20);
+	limiter_tick(lim, T0 + 4 * INTERVAL + 20);
 	mxf_limiter_stats(lim, &st);
 	assert_int_equal(st.entries, 0);
 	/* The memory is returned (the table shrinks back too). */
@@ -474,7 +482,7 @@ static void hammer(unsigned nkeys, bool clock)
 		assert_int_equal(atomic_load(&supp), 0);
 	}
 	/* What is still held comes out when the records go quiet. */
-	mxf_limiter_tick(lim, T0 + 100);
+	limiter_tick(lim, T0 + 100);
 	flush(&z, T0 + 100);
 	unsigned long long total = atomic_load(&lines) + atomic_load(&supp) +
 	                           emitted_count() + emitted_supp;
@@ -485,7 +493,7 @@ static void hammer(unsigned nkeys, bool clock)
 	              emitted_supp, (unsigned long long)THREADS * HITS);
 	assert_int_equal(total, (unsigned long long)THREADS * HITS);
 	mxf_audit_zone_clear(&z);
-	mxf_limiter_tick(lim, T0 + 200);
+	limiter_tick(lim, T0 + 200);
 	mxf_limiter_free(lim);
 	free(recs);
 }
@@ -598,13 +606,13 @@ static void test_sets(void **state)
 	 * answers after its line), smtp 1, other.isp.net 2 (held since its
 	 * line). Every record's lines add up to its occurrences. */
 	assert_false(answer(&z, T0 + INTERVAL + 2, &a, l));
-	mxf_limiter_tick(lim, T0 + 3 * INTERVAL);
-	mxf_limiter_tick(lim, T0 + 6 * INTERVAL);
+	limiter_tick(lim, T0 + 3 * INTERVAL);
+	limiter_tick(lim, T0 + 6 * INTERVAL);
 	flush(&z, T0 + 6 * INTERVAL);
 	assert_int_equal(emitted_count(), 3);
 	unsigned long long total = emitted_count() + emitted_supp;
 	assert_int_equal(total, 5);
-	mxf_limiter_tick(lim, T0 + 9 * INTERVAL);
+	limiter_tick(lim, T0 + 9 * INTERVAL);
 	mxf_limiter_stats(lim, &st);
 	assert_int_equal(st.entries, 0);
 
@@ -669,7 +677,7 @@ static void test_sets_threads(void **state)
 	pthread_barrier_destroy(&start);
 	/* Quiet: RRset entries hand over, records are queued and written. */
 	for (uint32_t t = T0 + 200; t < T0 + 204; t++) {
-		mxf_limiter_tick(lim, t);
+		limiter_tick(lim, t);
 	}
 	flush(&z, T0 + 204);
 	mxf_limiter_stats_t st;
@@ -680,7 +688,7 @@ static void test_sets_threads(void **state)
 	unsigned long long all = atomic_load(&occ[0]) + atomic_load(&occ[1]) +
 	                         atomic_load(&occ[2]) + held;
 	assert_int_equal(all, 3ULL * THREADS * (HITS / 4));
-	mxf_limiter_tick(lim, T0);
+	limiter_tick(lim, T0);
 	mxf_limiter_free(lim);
 	set_clean(&s);
 }
@@ -731,16 +739,16 @@ static void test_bound(void **state)
 	assert_int_equal(full, 1); /* One notice per interval. */
 
 	/* Memory returned: records get entries again. */
-	mxf_limiter_tick(lim, T0 + 3 * INTERVAL);
+	limiter_tick(lim, T0 + 3 * INTERVAL);
 	assert_int_equal(flush(&z, T0 + 3 * INTERVAL), st.entries); /* Each held one. */
-	mxf_limiter_tick(lim, T0 + 5 * INTERVAL);
+	limiter_tick(lim, T0 + 5 * INTERVAL);
 	mxf_limiter_stats(lim, &st);
 	assert_int_equal(st.entries, 0);
 	many_owner(&r, 999);
 	assert_int_equal(hit1(&z, T0 + 6 * INTERVAL, &r.rec), 0);
 	assert_int_equal(hit1(&z, T0 + 6 * INTERVAL, &r.rec), -1);
 	mxf_audit_zone_clear(&z);
-	mxf_limiter_tick(lim, T0);
+	limiter_tick(lim, T0);
 	mxf_limiter_free(lim);
 }
 
@@ -769,13 +777,13 @@ static void test_errors(void **state)
 	assert_false(mxf_audit_error(&z, w, KNOT_ESPACE, T0 + MXF_ERROR_INTERVAL + 1, &line));
 	rcu_read_unlock();
 	/* Quiet: the held failure's line, with the last reason. */
-	mxf_limiter_tick(lim, T0 + 3 * MXF_ERROR_INTERVAL);
+	limiter_tick(lim, T0 + 3 * MXF_ERROR_INTERVAL);
 	assert_int_equal(flush(&z, T0 + 3 * MXF_ERROR_INTERVAL), 1);
 	assert_int_equal(emitted_count(), 1);
 	assert_string_equal(emitted[0].text, "failed to enforce MX, owner *.w.example.com., "
 	                    "answered SERVFAIL, suppressed 0 (not enough space provided)");
 	mxf_audit_zone_clear(&z);
-	mxf_limiter_tick(lim, T0);
+	limiter_tick(lim, T0);
 	mxf_limiter_free(lim);
 }
 
@@ -928,12 +936,12 @@ static void test_missing_limited(void **state)
 		mxf_audit_done(&a);
 		rcu_read_unlock();
 	}
-	mxf_limiter_tick(lim, T0 + 3 * INTERVAL);
-	mxf_limiter_tick(lim, T0 + 3 * INTERVAL + 1);
+	limiter_tick(lim, T0 + 3 * INTERVAL);
+	limiter_tick(lim, T0 + 3 * INTERVAL + 1);
 	assert_int_equal(flush(&z, T0 + 3 * INTERVAL + 1), 1);
 	assert_int_equal(emitted[0].line.suppressed, 3);
 	assert_int_equal(mxf_audit_zone_clear(&z), 0);
-	mxf_limiter_tick(lim, T0);
+	limiter_tick(lim, T0);
 	mxf_limiter_free(lim);
 }
 

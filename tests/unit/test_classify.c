@@ -10,8 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/policy.h"
+#include "engine/rewrite.h"
 #include "pkt_helpers.h"
 
 typedef struct {

@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
+#include "engine/policy.h"
+#include "engine/rewrite.h"
 #include "pkt_helpers.h"
 
 #define ZONE	"example.com."
@@ -138,17 +138,16 @@ static int process(run_t *r, th_scn_t *s)
 	return mxf_process(s->resp, &r->ctx, &r->res);
 }
 
+/* What mxf_process() counts (the glue's counters); what it removed is
+ * checked on the packet. */
 static void expect_res(const mxf_result_t *res, uint16_t enforced, uint16_t compliant,
-                       uint16_t nullmx, uint16_t bypass, uint16_t fallback,
-                       uint16_t served, uint16_t glue)
+                       uint16_t bypass, uint16_t fallback, uint16_t served)
 {
 	assert_int_equal(res->enforced, enforced);
 	assert_int_equal(res->compliant, compliant);
-	assert_int_equal(res->nullmx, nullmx);
 	assert_int_equal(res->blocked[MXF_RISK_BYPASS], bypass);
 	assert_int_equal(res->blocked[MXF_RISK_FALLBACK], fallback);
 	assert_int_equal(res->served, served);
-	assert_int_equal(res->glue, glue);
 }
 
 /* Answer record \a i and the question are spelled as the query's QNAME. */
@@ -209,11 +208,11 @@ static void test_apex_full(void **state)
 	th_put_opt(&s);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 2);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	expect_res(&r.res, 1, 0, 1, 1, 0);
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_assert_sane(&s);
 	expect_header(&s, false);
@@ -271,7 +270,7 @@ static void test_answer_stage(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	assert_int_equal(s.resp->reserved, opt_size);
 	assert_int_equal(s.resp->current, KNOT_ANSWER);
 
@@ -292,7 +291,7 @@ static void test_answer_stage(void **state)
 	th_expect(s.parsed, KNOT_AUTHORITY, "example.com. 3600 NS ns1.example.com.");
 	th_expect(s.parsed, KNOT_ADDITIONAL, "ns1.example.com. 3600 A 192.0.2.53", "OPT 1232");
 	expect_qname_spelling(&s, 0);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -311,16 +310,16 @@ static void test_subdomain(void **state)
 	th_put(&s, KNOT_COMPR_HINT_QNAME, th_mx(&s, "sub.example.com.", 600, 1, prefs, names), 0);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 0, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 0, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("sub.example.com.", 600));
 	expect_qname_spelling(&s, 0);
 	assert_int_equal(r.log.n, 1);
 	expect_log(&r.log, "sub.example.com.", 50, "old.example.net.",
 	           MXF_RISK_FALLBACK, MXF_ACTION_BLOCKED);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -340,9 +339,9 @@ static void test_wildcard_copy(void **state)
 	th_put_copy(&s, KNOT_COMPR_HINT_NONE, wild, "foo.example.com.");
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("foo.example.com.", 300));
 	expect_qname_spelling(&s, 0);
@@ -352,7 +351,7 @@ static void test_wildcard_copy(void **state)
 	           MXF_RISK_BYPASS, MXF_ACTION_BLOCKED);
 	expect_log(&r.log, "foo.example.com.", 40, "smtp.isp.net.",
 	           MXF_RISK_FALLBACK, MXF_ACTION_BLOCKED);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	/* The dropped copy must be freed exactly once: cmocka checks. */
 	th_scn_clean(&s);
@@ -372,9 +371,9 @@ static void test_wildcard_hint(void **state)
 	th_put(&s, KNOT_COMPR_HINT_QNAME, wild, 0);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	/* Never "*.example.com." on the wire. */
 	th_expect(s.parsed, KNOT_ANSWER, SET("bar.example.com.", 300));
@@ -387,7 +386,7 @@ static void test_wildcard_hint(void **state)
 	           MXF_RISK_BYPASS, MXF_ACTION_BLOCKED);
 	expect_log(&r.log, "*.example.com.", 40, "smtp.isp.net.",
 	           MXF_RISK_FALLBACK, MXF_ACTION_BLOCKED);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -415,10 +414,10 @@ static void test_cname_chain(void **state)
 	th_put(&s, KNOT_COMPR_HINT_NONE, mx, 0);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
 	/* Only the record outside the filtering set is legacy. */
-	expect_res(&r.res, 1, 0, 0, 1, 0, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 0, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER,
 	          "alias.example.com. 60 CNAME mid.example.com.",
@@ -428,7 +427,7 @@ static void test_cname_chain(void **state)
 	assert_int_equal(r.log.n, 1);
 	expect_log(&r.log, "host.example.com.", 5, "mailgate.example.com.",
 	           MXF_RISK_BYPASS, MXF_ACTION_BLOCKED);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -450,7 +449,7 @@ static void test_any(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 0, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 0, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("mx-only.example.com.", 900));
 	expect_log(&r.log, "mx-only.example.com.", 20, "backup.example.com.",
@@ -476,9 +475,9 @@ static void test_nullmx_keep(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 0, 0, 1, 0, 0, 0, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 0);
 	assert_int_equal(r.log.n, 0);
 	th_snap_same(&snap, s.resp);
 	th_assert_sane(&s);
@@ -502,9 +501,9 @@ static void test_nullmx_replace(void **state)
 	th_put(&s, KNOT_COMPR_HINT_QNAME, th_mx(&s, ZONE, 300, 1, prefs, names), 0);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 0, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 0, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	assert_int_equal(r.log.n, 1);
@@ -530,7 +529,7 @@ static void test_nullmx_mixed(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 0, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 0, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	assert_int_equal(r.log.n, 1);
@@ -561,11 +560,11 @@ static void test_compliant_untouched(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	size_t allocs = s.allocs;
 	assert_int_equal(process(&r, &s), KNOT_EOK);
 	assert_int_equal(s.allocs, allocs);
-	expect_res(&r.res, 0, 1, 0, 0, 0, 0, 0);
+	expect_res(&r.res, 0, 1, 0, 0, 0);
 	assert_int_equal(r.log.n, 0);
 	th_snap_same(&snap, s.resp);
 	th_assert_sane(&s);
@@ -588,7 +587,7 @@ static void test_0x20(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	th_expect(s.parsed, KNOT_ADDITIONAL, "OPT 1232");
@@ -622,10 +621,10 @@ static void test_many_legacy(void **state)
 	th_put_opt(&s);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
 	/* Preferences 1..10 are <= 10: bypass; 11..150 fallback. */
-	expect_res(&r.res, 1, 0, 0, 10, N - 10, 0, 0);
+	expect_res(&r.res, 1, 0, 10, N - 10, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	th_expect(s.parsed, KNOT_ADDITIONAL, "OPT 1232");
@@ -637,7 +636,7 @@ static void test_many_legacy(void **state)
 		           i <= 10 ? MXF_RISK_BYPASS : MXF_RISK_FALLBACK,
 		           MXF_ACTION_BLOCKED);
 	}
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -679,11 +678,7 @@ static void test_rrsig(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	/* The blocked exchanger's A is counted once; its RRSIG goes with it
-	 * (the additional section below holds neither). */
-	assert_int_equal(r.res.glue, 1);
-	r.res.glue = 0;
-	expect_res(&r.res, 1, 0, 0, 1, 0, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 0, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER,
 	          "alias.example.com. 300 CNAME host.example.com.",
@@ -725,9 +720,9 @@ static void test_wildcard_rrsig_copy(void **state)
 	th_put_opt_do(&s, true);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER,
 	          "alias.example.com. 300 CNAME foo.example.com.",
@@ -737,7 +732,7 @@ static void test_wildcard_rrsig_copy(void **state)
 	expect_qname_spelling(&s, 0);
 	expect_log(&r.log, "foo.example.com.", 5, "mailgate.example.com.",
 	           MXF_RISK_BYPASS, MXF_ACTION_BLOCKED);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -784,8 +779,9 @@ static void test_additional(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	/* glue counts records: 2 A + 1 AAAA of mailgate, 1 A of relay. */
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 4);
+	/* The glue of both blocked exchangers goes: 2 A + 1 AAAA of mailgate,
+	 * 1 A of relay. */
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	th_expect(s.parsed, KNOT_ADDITIONAL,
@@ -825,9 +821,9 @@ static void test_audit_mode(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 0, 0, 0, 0, 0, 2, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 2);
 	th_snap_same(&snap, s.resp);
 	th_assert_sane(&s);
 	assert_int_equal(r.log.n, 2);
@@ -855,9 +851,9 @@ static void test_scope_apex(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 0, 0, 0, 0, 0, 2, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 2);
 	th_snap_same(&snap, s.resp);
 	assert_int_equal(r.log.n, 2);
 	expect_log(&r.log, "sub.example.com.", 5, "mailgate.example.com.",
@@ -869,9 +865,9 @@ static void test_scope_apex(void **state)
 	th_scn_init(&s, "Example.COM.", KNOT_RRTYPE_MX, KNOT_WIRE_MAX_PKTSIZE);
 	th_put(&s, KNOT_COMPR_HINT_QNAME, th_mx(&s, ZONE, 300, 2, legacy_prefs, legacy_names), 0);
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	expect_qname_spelling(&s, 0);
@@ -907,11 +903,11 @@ static void test_no_mx(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	size_t allocs = s.allocs;
 	assert_int_equal(process(&r, &s), KNOT_EOK);
 	assert_int_equal(s.allocs, allocs);
-	expect_res(&r.res, 0, 0, 0, 0, 0, 0, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 0);
 	assert_int_equal(r.log.n, 0);
 	th_snap_same(&snap, s.resp);
 
@@ -921,7 +917,7 @@ static void test_no_mx(void **state)
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 0, 0, 0, 0, 0, 0, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 0);
 	th_snap_same(&snap, s.resp);
 
 	th_scn_clean(&s);
@@ -941,9 +937,9 @@ static void test_out_of_zone(void **state)
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
 	ctx_init(&r, pol, "example.org.");
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 0, 0, 0, 0, 0, 0, 0);
+	expect_res(&r.res, 0, 0, 0, 0, 0);
 	assert_int_equal(r.log.n, 0);
 	th_snap_same(&snap, s.resp);
 	th_scn_clean(&s);
@@ -1012,9 +1008,9 @@ static void test_espace(void **state)
 	th_put(&s, KNOT_COMPR_HINT_QNAME, th_mx(&s, ZONE, 300, 1, prefs, names), KNOT_PF_NULL);
 
 	ctx_init(&r, pol, ZONE);
-	assert_true(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_true((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	assert_int_equal(process(&r, &s), KNOT_ESPACE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	th_assert_sane(&s);
 	th_expect_none(s.parsed, KNOT_ANSWER);
 	assert_true(knot_wire_get_tc(s.resp->wire));
@@ -1026,7 +1022,7 @@ static void test_espace(void **state)
 	       KNOT_PF_NOTRUNC);
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_ESPACE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	th_assert_sane(&s);
 	th_expect_none(s.parsed, KNOT_ANSWER);
 	assert_false(knot_wire_get_tc(s.resp->wire));
@@ -1042,7 +1038,7 @@ static void test_espace(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_ESPACE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, "alias.example.com. 300 CNAME host.example.com.");
 	for (uint16_t i = 0; i < s.resp->rrset_count; i++) {
@@ -1066,7 +1062,7 @@ static void test_espace(void **state)
 
 	ctx_init(&r, pol, ZONE);
 	assert_int_equal(process(&r, &s), KNOT_ESPACE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, "alias.example.com. 300 CNAME host.example.com.");
 	th_scn_clean(&s);
@@ -1091,12 +1087,12 @@ static void test_big_policy_fits(void **state)
 	th_assert_sane(&s);
 	assert_int_equal(s.parsed->sections[KNOT_ANSWER].count, 5);
 	assert_false(knot_wire_get_tc(s.resp->wire));
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
 }
 
-/* mxf_put_set() directly. */
+/* mxf_write_set() directly. */
 static void test_put_set(void **state)
 {
 	(void)state;
@@ -1110,11 +1106,11 @@ static void test_put_set(void **state)
 	/* KNOT_PF_FREE is refused: the policy's rdata is shared. */
 	th_snap_t snap;
 	th_snap(&snap, s.resp);
-	assert_int_not_equal(mxf_put_set(s.resp, pol, owner, 300, KNOT_COMPR_HINT_QNAME,
+	assert_int_not_equal(mxf_write_set(s.resp, pol, owner, 300, KNOT_COMPR_HINT_QNAME,
 	                                 KNOT_PF_FREE), KNOT_EOK);
 	th_snap_same(&snap, s.resp);
 
-	assert_int_equal(mxf_put_set(s.resp, pol, owner, 300, KNOT_COMPR_HINT_QNAME, 0),
+	assert_int_equal(mxf_write_set(s.resp, pol, owner, 300, KNOT_COMPR_HINT_QNAME, 0),
 	                 KNOT_EOK);
 	assert_int_equal(s.resp->rrset_count, 1);
 	assert_true(mxf_is_own_set(pol, &s.resp->rr[0]));
@@ -1125,7 +1121,7 @@ static void test_put_set(void **state)
 	/* The packet's own set is not a leak. */
 	run_t r;
 	ctx_init(&r, pol, ZONE);
-	assert_false(mxf_pkt_has_leak(s.resp, &r.ctx));
+	assert_false((mxf_pkt_leak(s.resp, &r.ctx) >= 0));
 
 	th_scn_clean(&s);
 	mxf_policy_free(pol);
@@ -1145,7 +1141,7 @@ static void test_no_callback(void **state)
 	r.ctx.on_legacy = NULL;
 	r.ctx.cb_data = NULL;
 	assert_int_equal(process(&r, &s), KNOT_EOK);
-	expect_res(&r.res, 1, 0, 0, 1, 1, 0, 0);
+	expect_res(&r.res, 1, 0, 1, 1, 0);
 	th_assert_sane(&s);
 	th_expect(s.parsed, KNOT_ANSWER, SET("example.com.", 300));
 	th_scn_clean(&s);
@@ -1154,6 +1150,14 @@ static void test_no_callback(void **state)
 
 /*** The shortcut for the usual packet against the general path. ***/
 
+/*
+ * The general path for the same records: the packet moved on to the
+ * authority section first (as knotd does right after the ANSWER hooks),
+ * which the shortcut does not take (its MX is no longer in the section
+ * being written), so mxf_process() marks and rebuilds, then begins that
+ * section again. The shortcut's run then begins it too, and both must
+ * leave the same packet.
+ */
 /* What a run leaves: the packet's wire and every field the server and
  * libknot go on from, the outcome and the callback log. */
 typedef struct {
@@ -1283,14 +1287,19 @@ static bool run_shape(const shape_t *sh, const mxf_policy_t *pol, bool general,
 	}
 
 	ctx_init(&r, pol, ZONE);
-	r.ctx.general_only = general;
 	if (sh->sig_after) {
 		r.ctx.sign = fake_sign;
 		r.ctx.sign_data = new_sig;
 	}
 	memset(out, 0, sizeof(*out));
+	if (general) {
+		th_begin(&s, KNOT_AUTHORITY);
+	}
 	out->ret = process(&r, &s);
-	out->leak = mxf_pkt_has_leak(s.resp, &r.ctx);
+	if (!general && out->ret == KNOT_EOK) {
+		th_begin(&s, KNOT_AUTHORITY);
+	}
+	out->leak = (mxf_pkt_leak(s.resp, &r.ctx) >= 0);
 	out->res = r.res;
 	out->log = r.log;
 	const knot_pkt_t *p = s.resp;

@@ -2,14 +2,22 @@
  *  SPDX-License-Identifier: GPL-3.0-or-later
  */
 
+/*
+ * The configuration's checks and defaults (include/mxfilter/conf.h), and
+ * the policy built from it: the filtering set as MX rdata in canonical
+ * order, indexed for classification, with its wire image (writer.c), shared
+ * by every zone of the same configuration through a registry touched only
+ * at module load and unload.
+ */
+
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mxfilter/policy.h"
-#include "image.h"
+#include "policy.h"
+#include "writer.h"
 
 const char *const mxf_default_exchanges[] = {
 	"10 france.security-mail.net.",
@@ -23,13 +31,13 @@ void mxf_conf_default(mxf_conf_t *conf)
 	*conf = (mxf_conf_t) {
 		.exchange = mxf_default_exchanges,
 		.exchange_count = mxf_default_exchange_count,
-		.mode = MXF_MODE_ENFORCE,
-		.scope = MXF_SCOPE_ZONE,
-		.synthesize = true,
-		.null_mx = MXF_NULLMX_KEEP,
+		.mode = MXF_DEFAULT_MODE,
+		.scope = MXF_DEFAULT_SCOPE,
+		.synthesize = MXF_DEFAULT_SYNTHESIZE,
+		.null_mx = MXF_DEFAULT_NULL_MX,
 		.ttl_set = false,
-		.log_interval = 60,
-		.transfer = MXF_XFR_LOG,
+		.log_interval = MXF_DEFAULT_LOG_INTERVAL,
+		.transfer = MXF_DEFAULT_TRANSFER,
 	};
 }
 
@@ -113,16 +121,15 @@ const char *mxf_exchange_parse(const char *text, uint16_t *pref,
 	return NULL;
 }
 
-const char *mxf_exchange_list_check(const char *const *values, size_t count,
-                                    const char **bad)
+/* Parses and checks a list into \a prefs and \a names (each value once). */
+static const char *list_parse(const char *const *values, size_t count, const char **bad,
+                              uint16_t *prefs, knot_dname_storage_t *names)
 {
 	if (count > MXF_MAX_EXCHANGES) {
 		*bad = values[MXF_MAX_EXCHANGES];
 		return "too many exchanges (at most 32)";
 	}
 
-	uint16_t prefs[MXF_MAX_EXCHANGES];
-	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
 	for (size_t i = 0; i < count; i++) {
 		const char *err = mxf_exchange_parse(values[i], &prefs[i], names[i]);
 		if (err != NULL) {
@@ -139,6 +146,14 @@ const char *mxf_exchange_list_check(const char *const *values, size_t count,
 	}
 
 	return NULL;
+}
+
+const char *mxf_exchange_list_check(const char *const *values, size_t count,
+                                    const char **bad)
+{
+	uint16_t prefs[MXF_MAX_EXCHANGES];
+	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
+	return list_parse(values, count, bad, prefs, names);
 }
 
 /*** Policy. ***/
@@ -158,18 +173,6 @@ static int mx_rdata_put(knot_rdataset_t *rrs, uint16_t pref, const knot_dname_t 
 	return knot_rdataset_add(rrs, rd, NULL);
 }
 
-bool mxf_policy_has(const mxf_policy_t *policy, uint16_t pref,
-                    const knot_dname_t *name)
-{
-	for (uint16_t i = 0; i < policy->count; i++) {
-		if (policy->ex[i].pref == pref &&
-		    knot_dname_is_case_equal(policy->ex[i].name, name)) {
-			return true;
-		}
-	}
-	return false;
-}
-
 mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 {
 	const char *const *values = conf->exchange;
@@ -180,7 +183,9 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 	}
 
 	const char *bad = NULL;
-	*err = mxf_exchange_list_check(values, count, &bad);
+	uint16_t prefs[MXF_MAX_EXCHANGES];
+	knot_dname_storage_t names[MXF_MAX_EXCHANGES];
+	*err = list_parse(values, count, &bad, prefs, names);
 	if (*err != NULL) {
 		return NULL;
 	}
@@ -204,10 +209,7 @@ mxf_policy_t *mxf_policy_new(const mxf_conf_t *conf, const char **err)
 	policy->transfer = conf->transfer;
 
 	for (size_t i = 0; i < count; i++) {
-		uint16_t pref;
-		knot_dname_storage_t name;
-		(void)mxf_exchange_parse(values[i], &pref, name);
-		if (mx_rdata_put(&policy->rrs, pref, name) != KNOT_EOK) {
+		if (mx_rdata_put(&policy->rrs, prefs[i], names[i]) != KNOT_EOK) {
 			mxf_policy_free(policy);
 			*err = "out of memory";
 			return NULL;
@@ -368,15 +370,4 @@ size_t mxf_policy_refs(const mxf_policy_t *policy)
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return refs;
-}
-
-size_t mxf_policy_registry_size(void)
-{
-	size_t n = 0;
-	pthread_mutex_lock(&registry_lock);
-	for (entry_t *e = registry; e != NULL; e = e->next) {
-		n++;
-	}
-	pthread_mutex_unlock(&registry_lock);
-	return n;
 }

@@ -105,7 +105,7 @@
 
 #include <urcu.h>
 
-#include "mxfilter/audit.h"
+#include "audit.h"
 #include "wire.h"
 
 /*** Entries. ***/
@@ -170,12 +170,6 @@ static inline size_t set_recs_off(size_t owner_size, size_t rdata_size)
 static inline ent_t **ent_recs(ent_t *e)
 {
 	return (ent_t **)(void *)(e->data + set_recs_off(e->owner_size, e->rdata_size));
-}
-
-/* ASCII lower case (label lengths, at most 63, are below 'A'). */
-static inline uint8_t lower(uint8_t c)
-{
-	return (c >= 'A' && c <= 'Z') ? c | 0x20 : c;
 }
 
 static uint32_t sat_add32(uint32_t a, uint32_t b)
@@ -791,10 +785,10 @@ static ent_t *rec_new(mxf_audit_zone_t *z, const rec_key_t *k, uint32_t interval
 	e->exchange_size = ex;
 	/* Lower-case copies: lookups compare any case against them. */
 	for (size_t i = 0; i < k->owner_size; i++) {
-		e->data[i] = lower(k->owner[i]);
+		e->data[i] = mxf_lower(k->owner[i]);
 	}
 	for (size_t i = 0; i < ex; i++) {
-		e->data[k->owner_size + i] = lower(k->exchange[i]);
+		e->data[k->owner_size + i] = mxf_lower(k->exchange[i]);
 	}
 	return e;
 }
@@ -1183,7 +1177,7 @@ bool mxf_audit_set(mxf_audit_t *a, const knot_rrset_t *rr, const knot_dname_t *o
 		b->owner_size = k.owner_size;
 		b->rdata_size = k.rdata_size;
 		for (size_t i = 0; i < k.owner_size; i++) {
-			b->data[i] = lower(owner[i]);
+			b->data[i] = mxf_lower(owner[i]);
 		}
 		if (k.rdata_size > 0) {
 			memcpy(b->data + k.owner_size, k.rdata, k.rdata_size);
@@ -1415,11 +1409,6 @@ static void tick(mxf_limiter_t *lim, uint32_t now, size_t part)
 		synchronize_rcu();
 		free_dead(dead, old);
 	}
-}
-
-void mxf_limiter_tick(mxf_limiter_t *lim, uint32_t now)
-{
-	tick(lim, now, 1);
 }
 
 /* The thread's passes cover a large table in TICK_PARTS seconds, which

@@ -12,7 +12,7 @@
  * A record is logged at most once and at least once per log-interval, and
  * the occurrences not logged are counted exactly: lines + the sum of their
  * "suppressed" = occurrences (docs/log-format.md, "Rate limiting", states
- * the rule this implements). module/audit.c explains the design.
+ * the rule this implements). audit.c explains the design.
  *
  * Threads: mxf_audit_set(), mxf_audit_record(), mxf_audit_done(),
  * mxf_audit_full() and mxf_audit_error() look entries up without a lock:
@@ -34,7 +34,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/rewrite.h"
+#include "rewrite.h"
 
 /*! Memory the limiter may hold by default (entries and table): about four
  *  million records, two million legacy RRsets of two records (audit.c). */
@@ -76,7 +76,9 @@ typedef void (*mxf_emit_cb)(void *ctx, const mxf_line_t *line);
 
 typedef struct {
 	size_t max_bytes; /*!< Memory bound; 0: MXF_LIMITER_MAX_BYTES. */
-	bool thread;      /*!< Run mxf_limiter_tick() every second in a thread. */
+	bool thread;      /*!< Run the periodic work (forget records gone quiet,
+	                       queue the lines they hold) every second in a
+	                       thread of the limiter's; false: nobody does. */
 } mxf_limiter_opts_t;
 
 typedef struct {
@@ -95,22 +97,12 @@ mxf_limiter_t *mxf_limiter_new(const mxf_limiter_opts_t *opts);
  */
 void mxf_limiter_free(mxf_limiter_t *lim);
 
-/*!
- * \brief The limiter's periodic work at time \a now (mxf_now() seconds):
- *        forgets records gone quiet with nothing held and returns their
- *        memory; queues on its zone a record gone quiet with occurrences
- *        held (mxf_audit_flush() writes their line). Writes no line.
- *
- * Called every second by the limiter's thread; tests call it directly.
- */
-void mxf_limiter_tick(mxf_limiter_t *lim, uint32_t now);
-
 /*! \brief Current size of the limiter. */
 void mxf_limiter_stats(mxf_limiter_t *lim, mxf_limiter_stats_t *st);
 
 /*!
- * \brief One zone's part of the limiter, one per module instance (the glue
- *        embeds it in its zone context). Fields are private.
+ * \brief One zone's part of the limiter, one per module instance (the
+ *        engine's zone, zone.h, embeds it). Fields are private.
  *
  * Records are keyed by the zone's name, not by the instance: the instances
  * of one zone (a reload loads the new ones before it unloads the old) share

@@ -3,7 +3,7 @@
  */
 
 /*
- * Signer and signature cache (include/mxfilter/sign.h has the contract).
+ * Signer and signature cache (sign.h has the contract).
  *
  * Signing state. A zone's state is a copy of its SOA RRSIGs (every byte)
  * and the private key of each, built under the zone's mutex when a query
@@ -58,7 +58,7 @@
 #include <libdnssec/sign.h>
 #include <urcu.h>
 
-#include "mxfilter/sign.h"
+#include "sign.h"
 #include "wire.h"
 
 /* RRSIG rdata before the signer name: type, alg, labels, TTL, times, tag. */
@@ -151,7 +151,6 @@ struct mxf_signer {
 	size_t used;
 	size_t heap_idx;
 	bool registered;
-	_Atomic uint64_t signatures;
 	knot_dname_t *zone;         /* Lower case. */
 	size_t zone_size;
 };
@@ -186,11 +185,6 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static const knot_rdata_t *rd_next(const knot_rdata_t *rd)
-{
-	return knot_rdataset_next((knot_rdata_t *)rd);
-}
-
 /*** Zone signing state. ***/
 
 static bool is_soa_sig(const knot_rdata_t *rd)
@@ -221,7 +215,7 @@ bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig)
 		return false;
 	}
 	const knot_rdata_t *rd = apex_rrsig->rdata;
-	for (uint16_t i = 0; i < apex_rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < apex_rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		int place = sig_place(rd);
 		if (place != SIG_BEFORE) {
 			return place == SIG_SOA;
@@ -238,7 +232,7 @@ static int state_match(const state_t *st, const knot_rdataset_t *apex)
 	bool differ = (st == NULL);
 	uint16_t n = 0;
 	const knot_rdata_t *rd = apex->rdata;
-	for (uint16_t i = 0; i < apex->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < apex->count; i++, rd = mxf_rd_next(rd)) {
 		int place = sig_place(rd);
 		if (place == SIG_AFTER) {
 			break;
@@ -327,7 +321,7 @@ static dnssec_key_t *get_key(mxf_signer_t *s, const knot_rdataset_t *dnskey,
                              uint16_t tag, uint8_t alg)
 {
 	const knot_rdata_t *rd = dnskey->rdata;
-	for (uint16_t i = 0; i < dnskey->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < dnskey->count; i++, rd = mxf_rd_next(rd)) {
 		if (rd->len < 4 || rd->data[3] != alg) {
 			continue;
 		}
@@ -396,7 +390,7 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 	uint16_t count = 0;
 	size_t bytes = 0;
 	const knot_rdata_t *rd = zk->rrsig->rdata;
-	for (uint16_t i = 0; i < zk->rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < zk->rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		if (is_soa_sig(rd)) {
 			count++;
 			bytes += knot_rdata_size(rd->len);
@@ -425,7 +419,7 @@ static int state_build(mxf_signer_t *s, const mxf_zone_keys_t *zk, state_t **out
 	uint8_t *copy = (uint8_t *)st + head;
 	int ret = KNOT_EOK;
 	rd = zk->rrsig->rdata;
-	for (uint16_t i = 0, n = 0; i < zk->rrsig->count; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0, n = 0; i < zk->rrsig->count; i++, rd = mxf_rd_next(rd)) {
 		if (!is_soa_sig(rd)) {
 			continue;
 		}
@@ -564,7 +558,7 @@ static bool key_equal(const entry_t *e, const state_t *st, const knot_rrset_t *s
 	const knot_rdata_t *a = set->rrs.rdata;
 	const knot_rdata_t *b = entry_rdata(e);
 	if (memcmp(a, b, e->rr_size) != 0) {
-		for (uint16_t i = 0; i < e->rr_count; i++, a = rd_next(a), b = rd_next(b)) {
+		for (uint16_t i = 0; i < e->rr_count; i++, a = mxf_rd_next(a), b = mxf_rd_next(b)) {
 			if (a->len != b->len || memcmp(a->data, b->data, a->len) != 0) {
 				return false;
 			}
@@ -805,7 +799,7 @@ static int sign_rrset(dnssec_key_t *key, const uint8_t *head, size_t head_len,
 	}
 	int ret = sign_add(ctx, head, head_len);
 	const knot_rdata_t *rd = set->rrs.rdata;
-	for (uint16_t i = 0; i < set->rrs.count && ret == DNSSEC_EOK; i++, rd = rd_next(rd)) {
+	for (uint16_t i = 0; i < set->rrs.count && ret == DNSSEC_EOK; i++, rd = mxf_rd_next(rd)) {
 		uint8_t fixed[10];
 		knot_wire_write_u16(fixed, set->type);
 		knot_wire_write_u16(fixed + 2, set->rclass);
@@ -886,7 +880,6 @@ static entry_t *entry_make(mxf_signer_t *s, state_t *st, const knot_rrset_t *set
 		memcpy(e->data + rrsig_size, set->rrs.rdata, set->rrs.size);
 		memcpy(e->data + rrsig_size + set->rrs.size, owner, owner_size);
 		st->rrsig_size = rrsig_size;
-		atomic_fetch_add(&s->signatures, st->count);
 	}
 	for (uint16_t i = 0; i < st->count; i++) {
 		dnssec_binary_free(&sig[i]);
@@ -1002,36 +995,12 @@ static int sign_miss(mxf_signer_t *s, const knot_rrset_t *set, const mxf_zone_ke
 
 /*** Public API. ***/
 
-void mxf_sigcache_set_limits(const mxf_sigcache_limits_t *limits)
-{
-	static const mxf_sigcache_limits_t defaults = {
-		MXF_SIGCACHE_BASE, MXF_SIGCACHE_PER_ZONE, MXF_SIGCACHE_RATE, MXF_SIGCACHE_BURST
-	};
-	pthread_mutex_lock(&C.lock);
-	C.limits = (limits != NULL) ? *limits : defaults;
-	budget_update();
-	pthread_mutex_unlock(&C.lock);
-}
-
-void mxf_sigcache_stats(mxf_sigcache_stats_t *stats)
+static bool cache_register(mxf_signer_t *s, const mxf_sigcache_limits_t *limits)
 {
 	pthread_mutex_lock(&C.lock);
-	budget_update();
-	*stats = (mxf_sigcache_stats_t) {
-		.budget = C.budget,
-		.used = C.used,
-		.entries = C.live,
-		.signers = C.signers,
-		.evicted = C.evicted,
-		.limited = C.limited,
-		.key_loads = atomic_load(&C.key_loads),
-	};
-	pthread_mutex_unlock(&C.lock);
-}
-
-static bool cache_register(mxf_signer_t *s)
-{
-	pthread_mutex_lock(&C.lock);
+	if (limits != NULL) {
+		C.limits = *limits;
+	}
 	if (C.signers == C.heap_cap) {
 		size_t cap = C.heap_cap ? 2 * C.heap_cap : 64;
 		mxf_signer_t **heap = realloc(C.heap, cap * sizeof(*heap));
@@ -1086,7 +1055,7 @@ static void cache_destroy(void)
 }
 
 mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
-                             const char **err)
+                             const mxf_sigcache_limits_t *limits, const char **err)
 {
 	mxf_signer_t *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
@@ -1104,7 +1073,7 @@ mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
 	s->zone_size = knot_dname_size(s->zone);
 
 	pthread_mutex_lock(&C.life);
-	bool ok = cache_register(s);
+	bool ok = cache_register(s, limits);
 	pthread_mutex_unlock(&C.life);
 	if (!ok) {
 		mxf_signer_free(s);
@@ -1119,7 +1088,7 @@ int mxf_signer_add_keystore(mxf_signer_t *s, const char *keystore_dir)
 	if (s == NULL || keystore_dir == NULL) {
 		return KNOT_EINVAL;
 	}
-	if (s->keystore_count == MXF_SIGNER_KEYSTORES) {
+	if (s->keystore_count == MXF_MAX_KEYSTORES) {
 		return KNOT_ELIMIT;
 	}
 	keystore_t *ks = realloc(s->keystores, (s->keystore_count + 1) * sizeof(*ks));
@@ -1183,19 +1152,6 @@ void mxf_signer_free(mxf_signer_t *s)
 	free(s);
 }
 
-uint64_t mxf_signer_signatures(const mxf_signer_t *s)
-{
-	return atomic_load(&((mxf_signer_t *)s)->signatures);
-}
-
-size_t mxf_signer_cached(const mxf_signer_t *s)
-{
-	pthread_mutex_lock(&C.lock);
-	size_t used = s->used;
-	pthread_mutex_unlock(&C.lock);
-	return used;
-}
-
 int mxf_signer_sign_info(mxf_signer_t *s, const knot_rrset_t *set,
                          const mxf_zone_keys_t *zk, knot_rrset_t *rrsig,
                          mxf_sign_info_t *info)
@@ -1233,10 +1189,4 @@ int mxf_signer_sign_info(mxf_signer_t *s, const knot_rrset_t *set,
 	knot_rrset_init(rrsig, set->owner, KNOT_RRTYPE_RRSIG, set->rclass, set->ttl);
 	rrsig->rrs = e->rrsig;
 	return KNOT_EOK;
-}
-
-int mxf_signer_sign(mxf_signer_t *s, const knot_rrset_t *set,
-                    const mxf_zone_keys_t *zk, knot_rrset_t *rrsig)
-{
-	return mxf_signer_sign_info(s, set, zk, rrsig, NULL);
 }

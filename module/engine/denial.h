@@ -30,7 +30,7 @@
 
 #include <libknot/libknot.h>
 
-#include "mxfilter/rewrite.h"
+#include "writer.h"
 
 /*! At most this many bytes more in a bitmap with one type added. */
 #define MXF_BITMAP_GROWTH	34
@@ -69,14 +69,9 @@ int mxf_bitmap_add(const uint8_t *bitmap, size_t len, uint16_t type,
 int mxf_denial_bitmap(uint16_t type, const knot_rdata_t *rd, size_t *offset);
 
 /*!
- * \brief Whether \a rr is the apex's NSEC, or the NSEC3 of the apex's hash,
- *        of \a zone (lower-case) and does not list \a type in every rdata.
- */
-bool mxf_denial_lacks(const knot_rrset_t *rr, const knot_dname_t *zone,
-                      uint16_t type);
-
-/*!
- * \brief Finds the apex denial entries of a response that lack \a type.
+ * \brief Finds the apex denial entries of a response that lack \a type: the
+ *        apex's NSEC, or the NSEC3 of the apex's hash, of \a zone
+ *        (lower-case) that does not list \a type in every rdata.
  *
  * Looks at the ANSWER and AUTHORITY sections (a query of type NSEC puts the
  * record in the answer, every proof in the authority).
@@ -92,7 +87,6 @@ typedef struct {
 	uint16_t type;      /*!< The type added (KNOT_RRTYPE_MX). */
 	mxf_sign_cb sign;   /*!< RRSIGs of an edited record (required). */
 	void *sign_data;
-	bool general_only;  /*!< Tests: rebuild, never patch in place. */
 } mxf_denial_ctx_t;
 
 /*!
@@ -102,7 +96,7 @@ typedef struct {
  * The RRSIGs over an edited record are those in its section covering its
  * type at its owner: the first is replaced in place, the others dropped; if
  * there is none, the new RRSIGs follow the record. Every other entry stays
- * as it was (mxf_pkt_replace(): in place when the sizes agree, as they do
+ * as it was (mxf_write_replace(): in place when the sizes agree, as they do
  * for a Knot-signed apex record, whose bitmap already reaches past MX, and
  * signatures made with the zone's own keys).
  *

@@ -14,7 +14,7 @@
 
 #include <string.h>
 
-#include "mxfilter/denial.h"
+#include "denial.h"
 #include "wire.h"
 
 /*** Type bitmaps. ***/
@@ -180,7 +180,7 @@ static bool lacks(const knot_rrset_t *rr, const knot_dname_t *zone, size_t zone_
 	}
 	bool missing = false;
 	const knot_rdata_t *rd = rr->rrs.rdata;
-	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = knot_rdataset_next((knot_rdata_t *)rd)) {
+	for (uint16_t i = 0; i < rr->rrs.count; i++, rd = mxf_rd_next(rd)) {
 		int has = apex_bitmap(rr->type, rd, type);
 		if (has < 0) {
 			return false; /* Not a record this engine can edit. */
@@ -188,11 +188,6 @@ static bool lacks(const knot_rrset_t *rr, const knot_dname_t *zone, size_t zone_
 		missing |= !has;
 	}
 	return missing;
-}
-
-bool mxf_denial_lacks(const knot_rrset_t *rr, const knot_dname_t *zone, uint16_t type)
-{
-	return lacks(rr, zone, mxf_flat_name_size(zone), type);
 }
 
 size_t mxf_denial_find(const knot_pkt_t *pkt, const knot_dname_t *zone, uint16_t type,
@@ -260,7 +255,7 @@ static int edited_copy(knot_pkt_t *pkt, const knot_rrset_t *rr, uint16_t type,
 		}
 		out->rrs.count++;
 		out->rrs.size += knot_rdata_size(nrd->len);
-		rd = knot_rdataset_next((knot_rdata_t *)rd);
+		rd = mxf_rd_next(rd);
 		nrd = knot_rdataset_next(nrd);
 	}
 	return KNOT_EOK;
@@ -367,5 +362,5 @@ int mxf_denial_rewrite(knot_pkt_t *pkt, const mxf_denial_ctx_t *ctx,
 		}
 		return ret;
 	}
-	return mxf_pkt_replace(pkt, subst, (uint16_t)n, ctx->general_only);
+	return mxf_write_replace(pkt, subst, (uint16_t)n);
 }

@@ -3,9 +3,10 @@
  */
 
 /*
- * The filtering set's wire image (module/image.c) against libknot: the same
+ * The writer's fast path, the filtering set's wire image (W1-W3 of
+ * module/engine/writer.h), against libknot: the same
  * packet is built twice, once with mxf_image_put() (knot_pkt_put() where the
- * image declines, as mxf_put_set() does) and once with knot_pkt_put() only.
+ * image declines, as mxf_write_set() does) and once with knot_pkt_put() only.
  * Every byte, every counter, the rr and rr_info entries and the compression
  * state must be equal, and stay equal when more names are written after the
  * set (glue through the RDATA hints, a name compressed against the suffix
@@ -19,9 +20,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "mxfilter/policy.h"
-#include "mxfilter/rewrite.h"
-#include "image.h"
+#include "engine/policy.h"
+#include "engine/rewrite.h"
+#include "engine/writer.h"
 #include "pkt_helpers.h"
 
 static const char *const set_default[] = {
@@ -206,12 +207,12 @@ static int run_case(const mxf_policy_t *policy, const case_t *c)
 	assert_int_equal(knot_wire_get_tc(a->wire), knot_wire_get_tc(b->wire));
 	assert_same(a, b);
 	if (ret_a == KNOT_EOK) {
-		/* mxf_put_set() gives the same packet again. */
+		/* mxf_write_set() gives the same packet again. */
 		knot_pkt_t *c2 = knot_pkt_new(NULL, c->max_size, NULL);
 		knot_dname_storage_t owner_c;
 		(void)prepare(c2, c, owner_c);
 		c2->reserved = c->reserved;
-		assert_int_equal(mxf_put_set(c2, policy, owner_c, c->ttl, hint, c->flags),
+		assert_int_equal(mxf_write_set(c2, policy, owner_c, c->ttl, hint, c->flags),
 		                 KNOT_EOK);
 		assert_same(c2, b);
 		knot_pkt_free(c2);
@@ -323,7 +324,7 @@ static void test_verbatim(void **state)
 	knot_rrset_init(&zone_rr, owner_a, KNOT_RRTYPE_MX, KNOT_CLASS_IN, 7200);
 	assert_int_equal(knot_rdataset_copy(&zone_rr.rrs, &policy->rrs, NULL), KNOT_EOK);
 	zone_rr.additional = &marker;
-	assert_true(mxf_put_verbatim(a, policy, &zone_rr, hint, KNOT_PF_NULL));
+	assert_true(mxf_write_verbatim(a, policy, &zone_rr, hint, KNOT_PF_NULL));
 	assert_int_equal(knot_pkt_put(b, hint, &zone_rr, KNOT_PF_NULL), KNOT_EOK);
 	assert_same(a, b);
 	assert_ptr_equal(a->rr[0].rrs.rdata, zone_rr.rrs.rdata);
@@ -335,7 +336,7 @@ static void test_verbatim(void **state)
 	assert_int_equal(knot_rdataset_copy(&other.rrs, &policy->rrs, NULL), KNOT_EOK);
 	th_add_mx(&other, 5, "mailgate.example.com.", NULL);
 	size_t size = a->size;
-	assert_false(mxf_put_verbatim(a, policy, &other, hint, KNOT_PF_NULL));
+	assert_false(mxf_write_verbatim(a, policy, &other, hint, KNOT_PF_NULL));
 	assert_int_equal(a->size, size);
 
 	knot_rdataset_clear(&zone_rr.rrs, NULL);
@@ -345,12 +346,47 @@ static void test_verbatim(void **state)
 	mxf_policy_free(policy);
 }
 
+/* W3, on the libknot this runs with: a put of an RRset without records
+ * reserves an rr entry (the arrays grow by one step when full) and writes
+ * nothing. mxf_image_put() relies on it to let libknot grow its arrays. */
+static void test_empty_put_grows_arrays(void **state)
+{
+	(void)state;
+	case_t c = { .qname = "example.com.", .max_size = KNOT_WIRE_MAX_PKTSIZE };
+	knot_dname_storage_t owner;
+	knot_pkt_t *pkt = knot_pkt_new(NULL, c.max_size, NULL);
+	uint16_t hint = prepare(pkt, &c, owner);
+	knot_rrset_t none;
+	knot_rrset_init(&none, owner, KNOT_RRTYPE_MX, KNOT_CLASS_IN, 0);
+	for (int round = 0; round < 40; round++) {
+		uint16_t count = pkt->rrset_count, allocd = pkt->rrset_allocd;
+		size_t size = pkt->size;
+		uint16_t an = knot_wire_get_ancount(pkt->wire);
+		if (count == allocd) {
+			assert_int_equal(knot_pkt_put(pkt, hint, &none, KNOT_PF_NULL), KNOT_EOK);
+			assert_true(pkt->rrset_allocd > count);
+			assert_int_equal(pkt->rrset_count, count);
+			assert_int_equal(pkt->size, size);
+			assert_int_equal(knot_wire_get_ancount(pkt->wire), an);
+			assert_int_equal(pkt->sections[KNOT_ANSWER].count, count);
+		}
+		/* Fill one entry (a record, so the count moves on). */
+		knot_rrset_t a;
+		knot_rrset_init(&a, owner, KNOT_RRTYPE_A, KNOT_CLASS_IN, 300);
+		th_add_addr(&a, "192.0.2.1", NULL);
+		assert_int_equal(knot_pkt_put(pkt, hint, &a, KNOT_PF_NULL), KNOT_EOK);
+		knot_rdataset_clear(&a.rrs, NULL);
+	}
+	knot_pkt_free(pkt);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_image_equals_libknot),
 		cmocka_unit_test(test_image_declines),
 		cmocka_unit_test(test_verbatim),
+		cmocka_unit_test(test_empty_put_grows_arrays),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,6 +49,8 @@
 
 #include <libknot/libknot.h>
 
+#include "mxfilter/conf.h"
+
 /*! Server-wide cache budget: bytes for all zones together ... */
 #define MXF_SIGCACHE_BASE	(64u << 20)
 /*! ... plus bytes per signed enrolled zone (each zone's minimum share). */
@@ -57,9 +59,6 @@
 #define MXF_SIGCACHE_RATE	100u
 /*! Depth of that rate's bucket (signatures at once after a quiet time). */
 #define MXF_SIGCACHE_BURST	100u
-
-/*! PEM key stores a signer searches (Knot 3.5: a policy may name several). */
-#define MXF_SIGNER_KEYSTORES	8
 
 typedef struct mxf_signer mxf_signer_t;
 
@@ -81,43 +80,28 @@ typedef struct {
 	uint32_t burst;    /*!< Bucket depth of that rate. */
 } mxf_sigcache_limits_t;
 
-/*! State of the signature cache (a snapshot). */
-typedef struct {
-	size_t budget;       /*!< Current bound in bytes. */
-	size_t used;         /*!< Bytes accounted (entries and index). */
-	size_t entries;      /*!< Signed RRsets cached. */
-	size_t signers;      /*!< Zones that have a signer. */
-	uint64_t evicted;    /*!< Entries evicted for room (not by a state change). */
-	uint64_t limited;    /*!< Signatures refused by the rate cap. */
-	uint64_t key_loads;  /*!< Private keys read from key stores (attempts). */
-} mxf_sigcache_stats_t;
-
 /*! What one mxf_signer_sign_info() call did. */
 typedef struct {
 	uint32_t signatures; /*!< RRSIGs made (0: served from the cache). */
 } mxf_sign_info_t;
 
-/*! \brief Sets the cache limits (NULL: the defaults above); for tests. */
-void mxf_sigcache_set_limits(const mxf_sigcache_limits_t *limits);
-
-/*! \brief Reads the cache's state. */
-void mxf_sigcache_stats(mxf_sigcache_stats_t *stats);
-
 /*!
  * \brief Creates a signer for \a zone reading private keys from the PEM
  *        key store directory \a keystore_dir.
  *
- * \param err  On error, set to a static reason.
+ * \param limits  The server-wide cache's limits from now on, or NULL to
+ *                keep them (MXF_SIGCACHE_* until given).
+ * \param err     On error, set to a static reason.
  */
 mxf_signer_t *mxf_signer_new(const knot_dname_t *zone, const char *keystore_dir,
-                             const char **err);
+                             const mxf_sigcache_limits_t *limits, const char **err);
 
 /*!
  * \brief Adds the PEM key store directory \a keystore_dir, searched for a
  *        private key after the ones before it (in Knot's order).
  *
  * \retval KNOT_EOK     Added.
- * \retval KNOT_ELIMIT  Already MXF_SIGNER_KEYSTORES stores.
+ * \retval KNOT_ELIMIT  Already MXF_MAX_KEYSTORES stores.
  * \retval <0           Other error (no memory, bad arguments).
  */
 int mxf_signer_add_keystore(mxf_signer_t *signer, const char *keystore_dir);
@@ -134,7 +118,8 @@ void mxf_signer_free(mxf_signer_t *signer);
 bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig);
 
 /*!
- * \brief Gets the RRSIGs of \a set, an RRset of any type owned in the zone.
+ * \brief Gets the RRSIGs of \a set, an RRset of any type owned in the zone,
+ *        telling in \a info (may be NULL) what it did.
  *
  * One RRSIG per SOA signature of the zone, over \a set->type, with that
  * signature's algorithm, key tag, inception and expiration; labels from the
@@ -151,16 +136,6 @@ bool mxf_zone_is_signed(const knot_rdataset_t *apex_rrsig);
  * \retval KNOT_ELIMIT   Not cached and over the zone's signing rate.
  * \retval <0            Signing failed (no private key, crypto error, ...).
  */
-int mxf_signer_sign(mxf_signer_t *signer, const knot_rrset_t *set,
-                    const mxf_zone_keys_t *zk, knot_rrset_t *rrsig);
-
-/*! \brief mxf_signer_sign(), also telling what it did (\a info may be NULL). */
 int mxf_signer_sign_info(mxf_signer_t *signer, const knot_rrset_t *set,
                          const mxf_zone_keys_t *zk, knot_rrset_t *rrsig,
                          mxf_sign_info_t *info);
-
-/*! \brief RRSIGs made so far by this signer, for tests. */
-uint64_t mxf_signer_signatures(const mxf_signer_t *signer);
-
-/*! \brief Bytes of the cache this signer's entries hold, for tests. */
-size_t mxf_signer_cached(const mxf_signer_t *signer);
