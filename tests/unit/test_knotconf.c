@@ -55,7 +55,8 @@ static fake_t F;
 static knot_dname_storage_t fake_zone;
 static size_t live_arrays;   /* knotd_conf_t.multi not yet freed. */
 
-#define SAME(a, b)	(memcmp((a), (b), (a)[0] + 1) == 0)
+/* Same yp name: length byte first, so no read past the shorter one. */
+#define SAME(a, b)	((a)[0] == (uint8_t)(b)[0] && memcmp((a), (b), (a)[0] + 1) == 0)
 
 static knotd_conf_t single_str(const char *s)
 {
