@@ -213,7 +213,11 @@ void knotd_conf_free(knotd_conf_t *conf)
 	conf->count = 0;
 }
 
+#ifdef HAVE_KNOTD_CONST_MOD
+const knot_dname_t *knotd_mod_zone(const knotd_mod_t *mod)
+#else
 const knot_dname_t *knotd_mod_zone(knotd_mod_t *mod)
+#endif
 {
 	(void)mod;
 	return fake_zone;
